@@ -7,7 +7,7 @@ Sections
   2. Data                        load_cifar10, split_train_val, channel_stats, prepare_data
   3. Batches and augmentation    crop_flip, Batches (dataset kept on the device as uint8)
   4. Models from the notebook    notebook_namespace, count_parameters
-  5. Training engine             Engine, train_epoch, evaluate, predict, ModelEMA, fit
+  5. Training engine             Engine, train_step, train_epoch, predict, evaluate, ModelEMA, fit
   6. Results store               config_hash, ResultsStore, run_experiment
   7. Plots and tables            plot_pair, plot_confusion, render_tables, confusion_matrix, results_table
 
@@ -323,6 +323,19 @@ class Engine:
                                nesterov=nesterov, fused=fused or None, foreach=None if fused else True)
 
 
+def train_step(model, images, labels, optimizer, engine: Engine, scaler, label_smoothing: float = 0.0):
+    """Forward in the engine's precision, backward (scaled for fp16), one optimizer step.
+    Returns the loss and the logits, still on the device."""
+    with engine.autocast():
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits
+
+
 def train_epoch(model, batches, optimizer, engine: Engine, scaler, scheduler=None,
                 label_smoothing: float = 0.0, ema: "ModelEMA | None" = None) -> dict:
     """One pass over `batches`. Loss and correct counts accumulate on the device and are read once at the end,
@@ -332,13 +345,7 @@ def train_epoch(model, batches, optimizer, engine: Engine, scaler, scheduler=Non
     correct = torch.zeros((), device=engine.device, dtype=torch.long)
     seen = 0
     for images, labels in batches:
-        with engine.autocast():
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss, logits = train_step(model, images, labels, optimizer, engine, scaler, label_smoothing)
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
