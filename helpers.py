@@ -449,14 +449,16 @@ def make_scheduler(optimizer, kind: str, epochs: int, steps_per_epoch: int, warm
 
 
 def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, engine: Engine,
-        checkpoint: Path | None = None, log_every: int = 10,
+        checkpoint: Path | None = None, checkpoint_seconds: float = 20.0, log_every: int = 10,
         on_epoch_end: Callable[[int], None] | None = None) -> tuple[nn.Module, list[dict], float]:
     """Train `model` for config["epochs"] epochs; returns (the model to evaluate, history, training seconds).
 
     config keys: epochs, lr, momentum, weight_decay, nesterov, schedule, warmup, label_smoothing, ema_decay.
-    A checkpoint is written after every epoch (model, optimizer, schedule, scaler, EMA, data order and the
-    history); a later call with the same checkpoint path resumes after the last finished epoch.
-    Prints one line every `log_every` epochs and after the last one.
+    At the end of an epoch, when `checkpoint_seconds` have passed since the last one, a checkpoint is written
+    (model, optimizer, schedule, scaler, EMA, data order, CPU random state and the history): a later call with
+    the same path resumes after that epoch. (Saving ~40 MB after each of the 600 one-second epochs of a GPU
+    run would cost about as much as ten epochs; after every epoch that takes 20 s or more it is free.)
+    Prints one line for the first epoch, every `log_every` epochs and the last one.
     """
     module = engine.prepare(model)
     optimizer = engine.optimizer(model.parameters(), lr=config["lr"], momentum=config.get("momentum", 0.9),
@@ -480,6 +482,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
         torch.set_rng_state(state["cpu_rng"])
         history, seconds = state["history"], state["seconds"]
         print(f"resumed from {checkpoint} after epoch {len(history)}")
+    last_save = time.perf_counter()
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         start = time.perf_counter()
         stats = train_epoch(module, train, optimizer, engine, scaler, scheduler,
@@ -495,7 +498,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
         history.append(row)
         if epoch % log_every == 0 or epoch == config["epochs"] or epoch == 1:
             print(format_epoch(row))
-        if checkpoint is not None:
+        if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_seconds:
+            last_save = time.perf_counter()
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -595,7 +599,8 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
 
 def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module], data: Data, engine: Engine,
                    store: ResultsStore, train_split: str = "train", keep_weights: bool = False,
-                   tta: bool = False, evaluate_test: bool = True, on_epoch_end=None) -> dict:
+                   tta: bool = False, evaluate_test: bool = True, checkpoint_seconds: float = 20.0,
+                   on_epoch_end=None) -> dict:
     """Train and test one configuration, or serve it from the store when it is complete.
 
     Skips a model whose results are complete for the same config hash, resumes an interrupted one from its
@@ -618,7 +623,8 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     train = Batches(train_x, train_y, batch_size, data.mean, data.std, engine.device, shuffle=True,
                     augment=True, pad=config.get("pad", 4), seed=config["seed"])
     val = Batches(*data.val, 1024, data.mean, data.std, engine.device) if train_split == "train" else None
-    final, history, seconds = fit(model, train, val, config, engine, checkpoint, on_epoch_end=on_epoch_end)
+    final, history, seconds = fit(model, train, val, config, engine, checkpoint, checkpoint_seconds,
+                                  on_epoch_end=on_epoch_end)
     if keep_weights:  # evaluate the weights exactly as saved (fp16), so that a reload reproduces the number
         store.root.mkdir(parents=True, exist_ok=True)
         save_weights(final, store.path(name, ".pt"))
@@ -710,6 +716,7 @@ def render_tables(tables: dict, path: Path):
                          rowLabels=list(table.index), loc="center", cellLoc="center")
         shown.auto_set_font_size(False)
         shown.set_fontsize(9)
+        shown.auto_set_column_width(list(range(len(table.columns))))
         shown.scale(1, 1.3)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -732,3 +739,83 @@ def results_table(summaries: dict[str, dict]):
             "train time (s)": round(s["train_seconds"], 1), "device": s["device"],
         })
     return pd.DataFrame(rows).set_index("model")
+
+
+def markdown_table(table) -> str:
+    """A pandas DataFrame as a GitHub Markdown table (index included), without extra packages."""
+    columns = [table.index.name or ""] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for index, row in table.iterrows():
+        cells = [str(index)] + ["" if v is None or v != v else str(v) for v in row.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def final_model_line(summaries: dict[str, dict]) -> str | None:
+    """'mean +- std over N seeds' of the final model's test accuracy, from its per-seed summaries."""
+    seeds = [s for name, s in sorted(summaries.items()) if name.startswith("final seed")]
+    if not seeds:
+        return None
+    accs = torch.tensor([100 * s["test_acc"] for s in seeds])
+    std = accs.std().item() if len(accs) > 1 else 0.0
+    return (f"FastResNet, {seeds[0]['trainable_params']:,} parameters, {seeds[0]['config']['epochs']} epochs on "
+            f"{seeds[0]['train_images']:,} images: test accuracy {accs.mean():.2f} +- {std:.2f}% over "
+            f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs.tolist())}), final epoch, "
+            f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on {seeds[0]['device']}")
+
+
+def readme_results(results_dir: str | Path = "results") -> str:
+    """The results section of README.md, generated from the results store (full scale, else quick mode)."""
+    root = Path(results_dir)
+    parts = []
+    for folder, title in ((root, "Full scale"), (root / "quick", "Quick mode (CPU smoke test)")):
+        summaries = ResultsStore(folder).summaries()
+        six = {name: s for name, s in summaries.items() if name.startswith("model ")}
+        if not six:
+            parts.append(f"**{title}: pending.** No run of this kind has landed in `{folder}/` yet.")
+            continue
+        note = (" These numbers come from tiny subsets and one or two epochs: they show that the code runs, "
+                "nothing about the models." if folder != root else "")
+        parts.append(f"**{title}** (`{folder}/`).{note}\n\n{markdown_table(results_table(six))}")
+        line = final_model_line(summaries)
+        if line:
+            parts.append(f"Going further: {line}.")
+    return "\n\n".join(parts)
+
+
+def readme_figures(doc_dir: str | Path = "documentation") -> str:
+    """Markdown that shows the notebook's saved figures: full scale when there are any, else quick mode."""
+    root = Path(doc_dir)
+    folder = root if any(root.glob("*.jpg")) else root / "quick"
+    figures = sorted(folder.glob("model * and * val acc and loss.jpg")) + sorted(folder.glob("*.png"))
+    if not figures:
+        return "No figures yet."
+    label = "" if folder == root else "Quick mode (smoke test, not results): "
+    return "\n\n".join(f"{label}{p.stem}  \n![{p.stem}]({p.as_posix().replace(' ', '%20')})" for p in figures)
+
+
+def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
+    """The tables that benchmarks/train_speed.py wrote, one per device."""
+    tables = [p.read_text().replace("# Training speed", "#### Training speed") for p in sorted(Path(folder).glob("*.md"))]
+    if not any(p.name.startswith("train_speed_") and "cpu" not in p.name for p in Path(folder).glob("*.md")):
+        tables.append("**GPU figures: pending.** The benchmark has not run on a GPU yet; no GPU number is estimated.")
+    return "\n\n".join(tables)
+
+
+def update_readme(readme: str | Path = "README.md") -> None:
+    """Regenerate the marked blocks of README.md (results, figures, benchmark) from the files on disk."""
+    path = Path(readme)
+    text = path.read_text()
+    for key, body in (("results", readme_results()), ("figures", readme_figures()),
+                      ("benchmark", readme_benchmarks())):
+        start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+        head, rest = text.split(start)
+        _, tail = rest.split(end)
+        text = f"{head}{start}\n{body.strip()}\n{end}{tail}"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["readme"]:
+        sys.exit("usage: python helpers.py readme    # regenerate README.md's results, figures and benchmark")
+    update_readme()

@@ -135,12 +135,6 @@ def bench_naive(build, x, y, mean, std, device, args):
     return {"seconds": clock(device) - start, "images": args.epochs * len(x)}
 
 
-def markdown(df):
-    """A plain Markdown table of strings (pandas' to_markdown needs tabulate, not a project dependency)."""
-    line = lambda cells: "| " + " | ".join(map(str, cells)) + " |"  # noqa: E731
-    return "\n".join([line(df.columns), "|" + "---|" * df.shape[1]] + [line(r) for r in df.values]) + "\n"
-
-
 def main():
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,7 +209,7 @@ def main():
     head = (f"# Training speed on {name}\n\ntorch {meta['torch']}, engine precision {meta['precision']}, "
             f"{meta['date']}, {len(x)} images x {args.epochs} timed epoch(s), batch {BATCH}, "
             f"{args.workers} workers, compile {args.compile}; s/epoch extrapolated to {EPOCH_IMAGES:,} images.\n\n")
-    (out / f"train_speed_{slug}.md").write_text(head + markdown(shown) + (f"\n{note}\n" if note else ""))
+    (out / f"train_speed_{slug}.md").write_text(head + helpers.markdown_table(shown.set_index("model")) + "\n" + (f"\n{note}\n" if note else ""))
     print(f"wrote {out / f'train_speed_{slug}.json'} and .md")
 
 
