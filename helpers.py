@@ -301,6 +301,7 @@ class Engine:
         amp = None
         if device.type == "cuda":
             amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            torch.backends.cudnn.benchmark = True  # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
         return cls(device=device, amp_dtype=amp, compile=compile)
 
     def autocast(self):
@@ -471,7 +472,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     history: list[dict] = []
     seconds = 0.0
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=engine.device, weights_only=False)
+        # on the CPU: random-generator states must stay CPU byte tensors; weights are copied to the device
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

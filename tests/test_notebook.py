@@ -1,6 +1,5 @@
 """The notebook: runs top to bottom in quick mode, writes its figures and tables, and exports cleanly."""
 import json
-import os
 import re
 import shutil
 import subprocess
