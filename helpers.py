@@ -760,9 +760,10 @@ def final_model_line(summaries: dict[str, dict]) -> str | None:
         return None
     accs = torch.tensor([100 * s["test_acc"] for s in seeds])
     std = accs.std().item() if len(accs) > 1 else 0.0
+    views = ", test-time augmentation" if seeds[0].get("tta") else ""
     return (f"FastResNet, {seeds[0]['trainable_params']:,} parameters, {seeds[0]['config']['epochs']} epochs on "
             f"{seeds[0]['train_images']:,} images: test accuracy {accs.mean():.2f} +- {std:.2f}% over "
-            f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs.tolist())}), final epoch, "
+            f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs.tolist())}), final epoch{views}, "
             f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on {seeds[0]['device']}")
 
 
@@ -798,8 +799,9 @@ def readme_figures(doc_dir: str | Path = "documentation") -> str:
 
 def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
     """The tables that benchmarks/train_speed.py wrote, one per device."""
-    tables = [p.read_text().replace("# Training speed", "#### Training speed") for p in sorted(Path(folder).glob("*.md"))]
-    if not any(p.name.startswith("train_speed_") and "cpu" not in p.name for p in Path(folder).glob("*.md")):
+    files = sorted(Path(folder).glob("train_speed_*.md"))
+    tables = [p.read_text().replace("# Training speed", "#### Training speed") for p in files]
+    if all("cpu" in p.name for p in files):
         tables.append("**GPU figures: pending.** The benchmark has not run on a GPU yet; no GPU number is estimated.")
     return "\n\n".join(tables)
 

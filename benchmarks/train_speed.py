@@ -209,7 +209,8 @@ def main():
     head = (f"# Training speed on {name}\n\ntorch {meta['torch']}, engine precision {meta['precision']}, "
             f"{meta['date']}, {len(x)} images x {args.epochs} timed epoch(s), batch {BATCH}, "
             f"{args.workers} workers, compile {args.compile}; s/epoch extrapolated to {EPOCH_IMAGES:,} images.\n\n")
-    (out / f"train_speed_{slug}.md").write_text(head + helpers.markdown_table(shown.set_index("model")) + "\n" + (f"\n{note}\n" if note else ""))
+    table = helpers.markdown_table(shown.set_index("model"))
+    (out / f"train_speed_{slug}.md").write_text(f"{head}{table}\n" + (f"\n{note}\n" if note else ""))
     print(f"wrote {out / f'train_speed_{slug}.json'} and .md")
 
 

@@ -12,14 +12,19 @@ from conftest import NOTEBOOK, ROOT, require
 FIGURES = [f"model {a} and {b} val acc and loss.jpg" for a, b in [(1, 2), (1, 3), (2, 4), (3, 4), (3, 5), (5, 6)]]
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory, data_dir):
-    """Run the notebook with papermill in quick mode, results and figures in a temporary folder."""
-    out = tmp_path_factory.mktemp("run")
-    subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOK), str(out / "run.ipynb"), "--cwd", str(ROOT),
+def run_quick(source, target, out, data_dir, timeout):
+    """Execute a notebook with papermill in quick mode, results and figures under `out`."""
+    subprocess.run([sys.executable, "-m", "papermill", str(source), str(target), "--cwd", str(ROOT),
                     "-p", "DATA_DIR", str(data_dir), "-p", "RESULTS_DIR", str(out / "results"),
                     "-p", "DOC_DIR", str(out / "documentation"), "-p", "QUICK", "True"],
-                   check=True, timeout=900)
+                   check=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, data_dir):
+    """The notebook run top to bottom in quick mode, in a temporary folder."""
+    out = tmp_path_factory.mktemp("run")
+    run_quick(NOTEBOOK, out / "run.ipynb", out, data_dir, timeout=900)
     return out
 
 
@@ -51,10 +56,7 @@ def test_quick_run_writes_figures_tables_and_results(executed):
 
 def test_rerun_with_complete_results_serves_them(executed, data_dir):
     """A second Run all finds every result complete and trains nothing."""
-    subprocess.run([sys.executable, "-m", "papermill", str(executed / "run.ipynb"), str(executed / "again.ipynb"),
-                    "--cwd", str(ROOT), "-p", "DATA_DIR", str(data_dir), "-p", "RESULTS_DIR",
-                    str(executed / "results"), "-p", "DOC_DIR", str(executed / "documentation"),
-                    "-p", "QUICK", "True"], check=True, timeout=300)
+    run_quick(executed / "run.ipynb", executed / "again.ipynb", executed, data_dir, timeout=300)
     text = (executed / "again.ipynb").read_text()
     assert text.count("complete results found") == 10
     assert "train loss" not in text
