@@ -25,10 +25,11 @@ import platform
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -199,13 +200,19 @@ class Batches:
     Each batch is shuffled (optional), augmented (optional: crop_flip), converted to float and normalised on
     the device, and laid out channels_last. The random state lives in one generator on the device, so that it
     can be saved in a checkpoint and restored (`state_dict` / `load_state_dict`).
+
+    `whole_epoch=True` augments and normalises the whole shuffled epoch in one pass at the start of the epoch
+    and then only slices it: a dozen kernel launches per epoch instead of per batch, for when the training step
+    itself is so cheap (a CUDA graph) that per-batch preparation would dominate. Same distribution, another
+    order of random draws, so the two modes give different (equally valid) runs.
     """
 
     def __init__(self, x, y, batch_size: int, mean, std, device, shuffle: bool = False,
-                 augment: bool = False, pad: int = 4, seed: int = 0):
+                 augment: bool = False, pad: int = 4, seed: int = 0, whole_epoch: bool = False):
         self.x = x.to(device)
         self.y = y.to(device)
         self.batch_size, self.shuffle, self.augment, self.pad = batch_size, shuffle, augment, pad
+        self.whole_epoch = whole_epoch
         self.mean = (torch.as_tensor(mean, dtype=torch.float32) * 255).view(1, 3, 1, 1).to(device)
         self.std = (torch.as_tensor(std, dtype=torch.float32) * 255).view(1, 3, 1, 1).to(device)
         self.device = torch.device(device)
@@ -219,16 +226,31 @@ class Batches:
         out = (images.float() - self.mean) / self.std
         return out.contiguous(memory_format=torch.channels_last)
 
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> what the model sees: augmented (when asked) and normalised."""
+        if self.augment:
+            images = crop_flip(images, self.pad, self.generator)
+        return self.normalise(images)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
+        n, size = len(self.x), self.batch_size
         order = (torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle
                  else torch.arange(n, device=self.device))
-        for start in range(0, n, self.batch_size):
-            index = order[start:start + self.batch_size]
-            images = self.x[index]
-            if self.augment:
-                images = crop_flip(images, self.pad, self.generator)
-            yield self.normalise(images), self.y[index]
+        if self.whole_epoch:
+            images, labels = self.prepare(self.x[order]), self.y[order]
+            for start in range(0, n, size):
+                yield images[start:start + size], labels[start:start + size]
+        else:
+            for start in range(0, n, size):
+                index = order[start:start + size]
+                yield self.prepare(self.x[index]), self.y[index]
+
+    def fixed_batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first `count` full batches in dataset order, normalised, not augmented, drawing nothing from
+        the generator: for checks that must not change the training run's random stream."""
+        count = min(count, len(self.x) // self.batch_size)
+        return [(self.normalise(self.x[k * self.batch_size:(k + 1) * self.batch_size]),
+                 self.y[k * self.batch_size:(k + 1) * self.batch_size]) for k in range(count)]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -288,24 +310,31 @@ class Engine:
     """How the arithmetic runs on a device.
 
     On CUDA: channels_last, bf16 autocast where the GPU supports it (Ampere and newer), else fp16 autocast
-    with a gradient scaler (a T4); optional torch.compile. On the CPU: plain fp32.
+    with a gradient scaler (a T4); optional torch.compile; with bf16, the training step of full batches
+    captured once as a CUDA graph and replayed (`graphs`: None = automatic, True/False to force). On the
+    CPU: plain fp32, eager.
     """
 
     device: torch.device
     amp_dtype: torch.dtype | None = None
     compile: bool = False
+    graphs: bool | None = None
 
     @classmethod
-    def for_device(cls, device, compile: bool = False) -> "Engine":
+    def for_device(cls, device, compile: bool = False, graphs: bool | None = None) -> "Engine":
         device = torch.device(device)
         amp = None
         if device.type == "cuda":
             amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             torch.backends.cudnn.benchmark = True  # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
-        return cls(device=device, amp_dtype=amp, compile=compile)
+        return cls(device=device, amp_dtype=amp, compile=compile, graphs=graphs)
 
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+    def autocast(self, cache: bool = True):
+        """Mixed precision on CUDA, a no-op on the CPU. `cache=False` re-casts the weights at every use
+        instead of caching their bf16 copies: required inside a CUDA graph capture, and free in a training
+        step, where each weight is used once."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None,
+                              cache_enabled=cache)
 
     def scaler(self) -> torch.amp.GradScaler:
         """A gradient scaler that is active only for fp16 (bf16 has fp32's range and needs none)."""
@@ -318,43 +347,217 @@ class Engine:
 
     def optimizer(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                   nesterov: bool = False) -> torch.optim.SGD:
-        """SGD, fused into one kernel on CUDA, multi-tensor (foreach) elsewhere."""
+        """SGD, fused into one kernel on CUDA, multi-tensor (foreach) elsewhere. The learning rate is a tensor
+        on the device, so that a schedule can change it between replays of a CUDA graph."""
         fused = self.device.type == "cuda"
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                               nesterov=nesterov, fused=fused or None, foreach=None if fused else True)
+        optimizer = torch.optim.SGD(params, lr=float(lr), momentum=momentum, weight_decay=weight_decay,
+                                    nesterov=nesterov, fused=fused or None, foreach=None if fused else True)
+        self.lr_on_device(optimizer)
+        return optimizer
+
+    def lr_on_device(self, optimizer) -> None:
+        """Make every group's learning rate a float32 tensor on the device (again after load_state_dict, which
+        brings back a CPU tensor): fused SGD reads it there, and a CUDA graph sees its updates."""
+        for group in optimizer.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=self.device)
+
+    def graph_plan(self) -> tuple[bool, str]:
+        """Whether to capture the training step as a CUDA graph, and the reason when not."""
+        if self.graphs is False:
+            return False, "eager (GRAPHS=False)"
+        if self.device.type != "cuda":
+            return False, "eager (no CUDA device)"
+        if self.amp_dtype != torch.bfloat16:
+            return False, "eager (fp16 needs a gradient scaler, whose inf checks are not graph-safe)"
+        if self.compile:
+            return False, "eager (torch.compile manages the model's kernels)"
+        return True, "cuda-graph"
 
 
-def train_step(model, images, labels, optimizer, engine: Engine, scaler, label_smoothing: float = 0.0):
+def train_step(model, images, labels, optimizer, engine: Engine, scaler, label_smoothing: float = 0.0,
+               set_to_none: bool = True):
     """Forward in the engine's precision, backward (scaled for fp16), one optimizer step.
-    Returns the loss and the logits, still on the device."""
-    with engine.autocast():
+    Returns the loss and the logits, still on the device. `set_to_none=False` zeroes the gradients in place
+    instead of freeing them: an eager step beside a CUDA graph must keep the graph's gradient tensors."""
+    with engine.autocast(cache=False):
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=set_to_none)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     return loss, logits
 
 
+class EpochSums:
+    """Loss and correct predictions summed on the device over an epoch, read once at its end, so that the
+    loop never waits for the GPU (no .item() per step). The tensors stay in place: a CUDA graph adds to them."""
+
+    def __init__(self, device):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen = 0  # counted on the host
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += loss.detach().float() * len(labels)
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+
+    def reset(self) -> None:
+        self.loss.zero_()
+        self.correct.zero_()
+        self.seen = 0
+
+    def read(self) -> dict:
+        return {"loss": self.loss.item() / self.seen, "acc": self.correct.item() / self.seen}
+
+
+class StaticStep:
+    """The training step of full batches on static buffers: what a CUDA graph captures and replays.
+
+    Eager PyTorch launches the ~200 kernels of a step one by one from Python, a few microseconds each, which
+    on a fast GPU takes longer than the arithmetic of a batch of 128. A CUDA graph records the kernels once
+    and replays them with one launch. Everything the kernels touch must stay at fixed addresses: the input
+    buffers (each batch is copied in), the weights, the gradients, the momentum buffers, the learning rate (a
+    device tensor that the schedule fills) and the epoch sums. Capture follows PyTorch's whole-network recipe:
+    warm-up steps on a side stream (cuDNN autotuning, momentum buffers), gradients set to None, then capture.
+
+    With `capture=False` the same body runs eagerly on the same buffers: the CPU test of this path.
+    """
+
+    def __init__(self, model, optimizer, engine: Engine, scaler, sums: EpochSums, label_smoothing: float,
+                 warmup: list[tuple[torch.Tensor, torch.Tensor]], capture: bool = True):
+        self.model, self.optimizer, self.engine, self.scaler = model, optimizer, engine, scaler
+        self.sums, self.label_smoothing = sums, label_smoothing
+        self.images = torch.empty_like(warmup[0][0])  # keeps the channels_last layout
+        self.labels = torch.empty_like(warmup[0][1])
+        self.batch_size = len(self.labels)
+        self.graph = None
+        if not capture:
+            return
+        side = torch.cuda.Stream(engine.device)
+        side.wait_stream(torch.cuda.current_stream(engine.device))
+        with torch.cuda.stream(side):
+            for images, labels in warmup:
+                self.load(images, labels)
+                self.body()
+        torch.cuda.current_stream(engine.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = self.body()
+
+    def load(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images.copy_(images)
+        self.labels.copy_(labels)
+
+    def body(self) -> torch.Tensor:
+        loss, logits = train_step(self.model, self.images, self.labels, self.optimizer, self.engine,
+                                  self.scaler, self.label_smoothing)
+        self.sums.add(loss, logits, self.labels)
+        return loss
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One training step on a full batch; returns the loss tensor (overwritten by the next step)."""
+        self.load(images, labels)
+        if self.graph is None:
+            return self.body()
+        self.graph.replay()
+        return self.loss
+
+
+def _state_tensors(model: nn.Module, optimizer) -> list[torch.Tensor]:
+    """Every tensor a training step changes: weights, buffers, momentum buffers, learning rates."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    tensors += [s["momentum_buffer"] for s in optimizer.state.values() if s.get("momentum_buffer") is not None]
+    return tensors + [g["lr"] for g in optimizer.param_groups if isinstance(g["lr"], torch.Tensor)]
+
+
+def snapshot(model: nn.Module, optimizer) -> dict:
+    """Copies of the training state, to be written back in place by `restore`."""
+    return {id(t): (t, t.detach().clone()) for t in _state_tensors(model, optimizer)}
+
+
+@torch.no_grad()
+def restore(model: nn.Module, optimizer, saved: dict) -> None:
+    """Write a snapshot back into the same tensors (a CUDA graph keeps their addresses). Momentum buffers
+    created after the snapshot are zeroed: with no dampening, SGD's first step from a zero buffer equals
+    its first step without one (buffer = gradient)."""
+    for t in _state_tensors(model, optimizer):
+        if id(t) in saved:
+            t.copy_(saved[id(t)][1])
+        else:
+            t.zero_()
+
+
+def compare_steps(losses_a, losses_b, weights_a, weights_b, start) -> str | None:
+    """None when two runs of the same steps agree within the bf16 tolerance the tests use (each loss within
+    1%; the weight updates with cosine similarity > 0.95 and norms within 10%), else what differs."""
+    for k, (a, b) in enumerate(zip(losses_a, losses_b)):
+        a, b = float(a), float(b)
+        if not (math.isfinite(a) and abs(a - b) <= 0.01 * abs(b)):
+            return f"loss of step {k + 1}: {a:.5f} vs {b:.5f}"
+    update_a = torch.cat([(w - s).float().flatten() for w, s in zip(weights_a, start)])
+    update_b = torch.cat([(w - s).float().flatten() for w, s in zip(weights_b, start)])
+    cosine = F.cosine_similarity(update_a, update_b, 0).item()
+    ratio = (update_a.norm() / update_b.norm()).item()
+    if not (cosine > 0.95 and abs(ratio - 1) <= 0.1):
+        return f"weight updates: cosine {cosine:.4f}, norm ratio {ratio:.4f}"
+    return None
+
+
+def checked_static_step(model, optimizer, engine: Engine, scaler, sums: EpochSums, label_smoothing: float,
+                        batches: Batches, capture: bool = True, warmup: int = 3, compare: int = 3):
+    """Build the static (CUDA graph) step, then trust but check: from the same state and on the same fixed
+    batches, `compare` replayed steps must match eager steps (`compare_steps`). Returns (step, path) where path
+    is "cuda-graph" (or "static-buffers" without capture), or (None, "eager (reason)") after one warning when
+    capture raised or the check failed. Either way the model, optimizer and sums are left as they were."""
+    samples = batches.fixed_batches(warmup + compare)
+    if len(samples) < warmup + compare:
+        return None, f"eager (fewer than {warmup + compare} full batches for the graph's warm-up and check)"
+    start = snapshot(model, optimizer)
+    try:
+        step = StaticStep(model, optimizer, engine, scaler, sums, label_smoothing, samples[:warmup], capture)
+        checked = snapshot(model, optimizer)
+        params = list(model.parameters())
+        before = [p.detach().clone() for p in params]
+        replayed = [step(x, y).detach().clone() for x, y in samples[warmup:]]
+        after_replay = [p.detach().clone() for p in params]
+        restore(model, optimizer, checked)
+        eager = [train_step(model, x, y, optimizer, engine, scaler, label_smoothing, set_to_none=False)[0]
+                 .detach().clone() for x, y in samples[warmup:]]
+        mismatch = compare_steps(replayed, eager, after_replay, [p.detach() for p in params], before)
+    except Exception as error:  # noqa: BLE001 - any failure of capture means: train eagerly
+        mismatch = f"capture failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    restore(model, optimizer, start)
+    sums.reset()
+    if mismatch:
+        warnings.warn(f"CUDA graph step not used ({mismatch}); training eagerly", stacklevel=2)
+        return None, f"eager ({mismatch})"
+    return step, "cuda-graph" if capture else "static-buffers"
+
+
 def train_epoch(model, batches, optimizer, engine: Engine, scaler, scheduler=None,
-                label_smoothing: float = 0.0, ema: "ModelEMA | None" = None) -> dict:
-    """One pass over `batches`. Loss and correct counts accumulate on the device and are read once at the end,
-    so the loop never waits for the GPU (no .item() per step)."""
+                label_smoothing: float = 0.0, ema: "ModelEMA | None" = None,
+                step: StaticStep | None = None) -> dict:
+    """One pass over `batches`; returns the mean training loss and accuracy.
+
+    With a `step` (StaticStep, a CUDA graph on a GPU) its full batches run through it; the epoch's last,
+    smaller batch runs eagerly on the same weights, keeping the graph's gradient tensors in place."""
     model.train()
-    total_loss = torch.zeros((), device=engine.device)
-    correct = torch.zeros((), device=engine.device, dtype=torch.long)
-    seen = 0
+    sums = step.sums if step is not None else EpochSums(engine.device)
+    sums.reset()
     for images, labels in batches:
-        loss, logits = train_step(model, images, labels, optimizer, engine, scaler, label_smoothing)
+        if step is not None and len(labels) == step.batch_size:
+            step(images, labels)
+        else:
+            loss, logits = train_step(model, images, labels, optimizer, engine, scaler, label_smoothing,
+                                      set_to_none=step is None)
+            sums.add(loss, logits, labels)
+        sums.seen += len(labels)
         if scheduler is not None:
-            scheduler.step()
+            scheduler.step()  # fills the lr tensor in place: the graph reads the new value
         if ema is not None:
             ema.update(model)
-        total_loss += loss.detach().float() * len(labels)
-        correct += (logits.detach().argmax(1) == labels).sum()
-        seen += len(labels)
-    return {"loss": total_loss.item() / seen, "acc": correct.item() / seen}
+    return sums.read()
 
 
 @torch.no_grad()
@@ -449,17 +652,46 @@ def make_scheduler(optimizer, kind: str, epochs: int, steps_per_epoch: int, warm
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class FitResult(NamedTuple):
+    """What `fit` returns: the model to evaluate (the weight average when there is one), the per-epoch
+    history, the training seconds, and the path the training step took ("cuda-graph" or "eager (why)")."""
+
+    model: nn.Module
+    history: list[dict]
+    seconds: float
+    path: str
+
+
+def diverged_epoch(history: list[dict]) -> int | None:
+    """The first epoch whose training loss is not finite, or None."""
+    return next((row["epoch"] for row in history if not math.isfinite(row["train_loss"])), None)
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    """A checkpoint's contents; None when there is none. An unreadable one (cut short by a disconnect,
+    damaged by a sync) is moved aside to `<name>.corrupt` with one warning, so that training starts afresh."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)  # generator states stay CPU tensors
+    except Exception as error:  # noqa: BLE001 - a damaged file raises many kinds of errors
+        quarantine(path, f"checkpoint unreadable ({type(error).__name__}); training starts afresh")
+        return None
+
+
 def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, engine: Engine,
         checkpoint: Path | None = None, checkpoint_seconds: float = 20.0, log_every: int = 10,
-        on_epoch_end: Callable[[int], None] | None = None) -> tuple[nn.Module, list[dict], float]:
-    """Train `model` for config["epochs"] epochs; returns (the model to evaluate, history, training seconds).
+        on_epoch_end: Callable[[int], None] | None = None) -> FitResult:
+    """Train `model` for config["epochs"] epochs and return a FitResult.
 
     config keys: epochs, lr, momentum, weight_decay, nesterov, schedule, warmup, label_smoothing, ema_decay.
     At the end of an epoch, when `checkpoint_seconds` have passed since the last one, a checkpoint is written
     (model, optimizer, schedule, scaler, EMA, data order, CPU random state and the history): a later call with
     the same path resumes after that epoch. (Saving ~40 MB after each of the 600 one-second epochs of a GPU
     run would cost about as much as ten epochs; after every epoch that takes 20 s or more it is free.)
-    Prints one line for the first epoch, every `log_every` epochs and the last one.
+    The training step runs as a CUDA graph when `engine.graph_plan()` allows it and the graph passes its
+    check against eager steps (`checked_static_step`). A non-finite training loss ends the run at that epoch.
+    Prints one line for the first epoch, every `log_every` epochs, the last one, and a diverged one.
     """
     module = engine.prepare(model)
     optimizer = engine.optimizer(model.parameters(), lr=config["lr"], momentum=config.get("momentum", 0.9),
@@ -471,11 +703,11 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     ema = ModelEMA(model, config["ema_decay"]) if config.get("ema_decay") else None
     history: list[dict] = []
     seconds = 0.0
-    if checkpoint is not None and checkpoint.exists():
-        # on the CPU: random-generator states must stay CPU byte tensors; weights are copied to the device
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        engine.lr_on_device(optimizer)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         train.load_state_dict(state["batches"])
@@ -484,33 +716,45 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
         torch.set_rng_state(state["cpu_rng"])
         history, seconds = state["history"], state["seconds"]
         print(f"resumed from {checkpoint} after epoch {len(history)}")
+    use_graph, path = engine.graph_plan()
+    step = None
+    if use_graph and len(history) < config["epochs"]:
+        step, path = checked_static_step(module, optimizer, engine, scaler, EpochSums(engine.device),
+                                         config.get("label_smoothing", 0.0), train)
     last_save = time.perf_counter()
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         start = time.perf_counter()
         stats = train_epoch(module, train, optimizer, engine, scaler, scheduler,
-                            config.get("label_smoothing", 0.0), ema)
+                            config.get("label_smoothing", 0.0), ema, step)
         if engine.device.type == "cuda":
             torch.cuda.synchronize(engine.device)
         seconds += time.perf_counter() - start
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": stats["loss"],
+        row = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"]), "train_loss": stats["loss"],
                "train_acc": stats["acc"], "seconds": seconds}
         if val is not None:
             scores = evaluate(ema.module if ema else module, val, engine)
             row.update(val_loss=scores["loss"], val_acc=scores["acc"])
         history.append(row)
-        if epoch % log_every == 0 or epoch == config["epochs"] or epoch == 1:
+        if not math.isfinite(stats["loss"]):
+            print(f"{format_epoch(row)}  DIVERGED: the training loss is not finite; the run stops here")
+            break
+        if log_line(epoch, config["epochs"], log_every):
             print(format_epoch(row))
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_seconds:
             last_save = time.perf_counter()
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                        "batches": train.state_dict(), "ema": ema.state_dict() if ema else None,
-                        "cpu_rng": torch.get_rng_state(), "history": history, "seconds": seconds},
-                       checkpoint)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                     "batches": train.state_dict(), "ema": ema.state_dict() if ema else None,
+                     "cpu_rng": torch.get_rng_state(), "history": history, "seconds": seconds}
+            atomic_write(checkpoint, lambda target: torch.save(state, target))
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-    return (ema.module if ema else module), history, seconds
+    return FitResult(ema.module if ema else module, history, seconds, path)
+
+
+def log_line(epoch: int, epochs: int, log_every: int = 10) -> bool:
+    """Whether an epoch gets a line in the log: the first, every `log_every`-th and the last."""
+    return epoch == 1 or epoch % log_every == 0 or epoch == epochs
 
 
 def format_epoch(row: dict) -> str:
@@ -532,6 +776,27 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Write a file all at once or not at all: `write(tmp)` fills a temporary file in the same folder, which
+    is then renamed over `path` (a rename is atomic). A crash or a disconnect in the middle leaves the old
+    file, or none, never half of one. The temporary name keeps the suffix, so writers that go by it still work."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def quarantine(path: Path, reason: str) -> None:
+    """Move an unreadable file aside to `<name>.corrupt` (kept for inspection) with one warning."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    warnings.warn(f"{path}: {reason}; moved aside to {aside.name}", stacklevel=3)
+
+
 class ResultsStore:
     """Results on disk, one experiment per name:
 
@@ -539,7 +804,10 @@ class ResultsStore:
         {root}/{name}.json           summary: config and its hash, parameters, accuracies, device, versions, date
         {root}/{name}.pt             final weights (fp16 state dict), for the experiments that keep them
         {root}/summary.json          all summaries together
-        {root}/checkpoints/{name}.pt per-epoch checkpoint while training (not committed)
+        {root}/checkpoints/{name}.pt checkpoint while training (not committed)
+
+    Every file is written atomically. A summary or history that cannot be read is moved aside (`.corrupt`)
+    with a warning and treated as missing, so that its experiment is trained again, never silently skipped.
     """
 
     def __init__(self, root: str | Path):
@@ -552,43 +820,71 @@ class ResultsStore:
         return self.root / "checkpoints" / f"{name}.pt"
 
     def load(self, name: str) -> dict | None:
+        """The summary of `name`, or None when it is missing or unreadable."""
         path = self.path(name, ".json")
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def is_complete(self, name: str, config: dict, needs_weights: bool = False) -> bool:
-        """True when a finished result exists for exactly this configuration."""
-        summary = self.load(name)
-        return (summary is not None and summary["config_hash"] == config_hash(config)
-                and summary["epochs_completed"] == config["epochs"]
-                and self.path(name, ".csv").exists()
-                and (not needs_weights or self.path(name, ".pt").exists()))
+        if not path.exists():
+            return None
+        try:
+            summary = json.loads(path.read_text())
+            if not isinstance(summary, dict) or "config_hash" not in summary:
+                raise ValueError("not a summary")
+            return summary
+        except (ValueError, UnicodeDecodeError) as error:
+            quarantine(path, f"summary unreadable ({type(error).__name__}); the experiment will be retrained")
+            return None
 
     def history(self, name: str):
+        """The per-epoch history as a DataFrame, or None when it is missing or unreadable (cut short)."""
         import pandas as pd
 
-        return pd.read_csv(self.path(name, ".csv"))
+        path = self.path(name, ".csv")
+        if not path.exists():
+            return None
+        try:
+            history = pd.read_csv(path)
+            epochs = history["epoch"].tolist()
+            if epochs != list(range(1, len(history) + 1)) or history[["lr", "seconds"]].isna().any().any():
+                raise ValueError("incomplete rows")
+            return history
+        except (ValueError, KeyError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors
+            quarantine(path, f"history unreadable ({type(error).__name__}); the experiment will be retrained")
+            return None
+
+    def is_complete(self, name: str, config: dict, needs_weights: bool = False) -> bool:
+        """True when a finished (or diverged) result exists for exactly this configuration, with its history."""
+        summary = self.load(name)
+        if summary is None or summary["config_hash"] != config_hash(config):
+            return False
+        if summary["epochs_completed"] != config["epochs"] and not summary.get("diverged"):
+            return False
+        history = self.history(name)
+        return (history is not None and len(history) == summary["epochs_completed"]
+                and (not needs_weights or summary.get("diverged") or self.path(name, ".pt").exists()))
 
     def save(self, name: str, summary: dict, history: list[dict]) -> None:
         import pandas as pd
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(history).to_csv(self.path(name, ".csv"), index=False)
-        self.path(name, ".json").write_text(json.dumps(summary, indent=2))
+        atomic_write(self.path(name, ".csv"), lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
+        atomic_write(self.path(name, ".json"), lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
         self.write_index()
 
     def summaries(self) -> dict[str, dict]:
-        return {p.stem: json.loads(p.read_text()) for p in sorted(self.root.glob("*.json"))
-                if p.name != "summary.json"}
+        """Every readable summary, by experiment name."""
+        names = [p.stem for p in sorted(self.root.glob("*.json"))
+                 if p.name != "summary.json" and not p.name.startswith(".")]  # not temporary files
+        found = {name: self.load(name) for name in names}
+        return {name: summary for name, summary in found.items() if summary is not None}
 
     def write_index(self) -> None:
-        (self.root / "summary.json").write_text(json.dumps(self.summaries(), indent=2))
+        index = json.dumps(self.summaries(), indent=2)
+        atomic_write(self.root / "summary.json", lambda tmp: tmp.write_text(index))
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
     """Save the state dict with floating tensors in fp16 (half the bytes; the accuracy is checked on reload)."""
     model = getattr(model, "_orig_mod", model)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save(state, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
@@ -599,22 +895,57 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
     return model
 
 
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a diverged run's non-finite numbers are stored as null."""
+    return value if math.isfinite(value) else None
+
+
+def replay_log(name: str, summary: dict, history, root: Path, log_every: int = 10) -> None:
+    """Print a stored run's log lines as training printed them, marked as read from the store: a notebook
+    executed across several sessions then reads like one run."""
+    print(f"{name}: read from {root}/ (config {summary['config_hash']}, trained on {summary['device']} "
+          f"on {summary['date'][:10]}); delete {root / (name + '.json')} to retrain")
+    rows = history.to_dict("records")
+    for row in rows:
+        if log_line(row["epoch"], len(rows), log_every) or row["epoch"] == summary.get("diverged_epoch"):
+            print(f"[{root.name}/] {format_epoch(row)}")
+    print(result_line(name, summary))
+
+
+def result_line(name: str, summary: dict) -> str:
+    """The line that closes an experiment's log: its test accuracy, or where it diverged."""
+    if summary.get("diverged"):
+        return f"{name}: DIVERGED at epoch {summary['diverged_epoch']} (non-finite training loss); not tested"
+    if summary.get("test_acc") is None:
+        return f"{name}: final validation accuracy {summary['final_val_acc']:.4f}"
+    return (f"{name}: test acc {summary['test_acc']:.4f} after {summary['train_seconds']:.1f} s of training "
+            f"({summary.get('path', 'path not recorded')})")
+
+
+def best_by_validation(summaries: dict[str, dict], names) -> str | None:
+    """The experiment among `names` with the highest final-epoch validation accuracy, never a diverged one;
+    None when every one of them diverged."""
+    usable = [name for name in names if not summaries[name].get("diverged")]
+    return max(usable, key=lambda name: summaries[name]["final_val_acc"]) if usable else None
+
+
 def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module], data: Data, engine: Engine,
                    store: ResultsStore, train_split: str = "train", keep_weights: bool = False,
                    tta: bool = False, evaluate_test: bool = True, checkpoint_seconds: float = 20.0,
                    on_epoch_end=None) -> dict:
     """Train and test one configuration, or serve it from the store when it is complete.
 
-    Skips a model whose results are complete for the same config hash, resumes an interrupted one from its
-    checkpoint, and retrains when the config changed. Evaluates on the validation split every epoch (when
-    training on `train`, the 45k split) and, with `evaluate_test`, on the test split once, at the end, with
-    the final-epoch weights. `tta` adds test-time augmentation to those final evaluations. With `keep_weights`
-    the final weights are saved (fp16) and the final evaluations use them exactly as saved. Returns the summary.
+    Skips a model whose results are complete for the same config hash (printing its stored log), resumes an
+    interrupted one from its checkpoint, and retrains when the config changed or a stored file is unreadable.
+    Evaluates on the validation split every epoch (when training on `train`, the 45k split) and, with
+    `evaluate_test`, on the test split once, at the end, with the final-epoch weights. `tta` adds test-time
+    augmentation to those final evaluations. With `keep_weights` the final weights are saved (fp16) and the
+    final evaluations use them exactly as saved. A run whose loss stops being finite is stored as diverged
+    (with its epoch), is not tested, and keeps no weights. Returns the summary.
     """
     if store.is_complete(name, config, needs_weights=keep_weights):
         summary = store.load(name)
-        print(f"{name}: complete results found in {store.root} (config {summary['config_hash']}, "
-              f"{summary['epochs_completed']} epochs); delete {store.path(name, '.json')} to retrain")
+        replay_log(name, summary, store.history(name), store.root)
         return summary
     digest = config_hash(config)
     checkpoint = store.checkpoint(f"{name}-{digest}")
@@ -625,28 +956,34 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     train = Batches(train_x, train_y, batch_size, data.mean, data.std, engine.device, shuffle=True,
                     augment=True, pad=config.get("pad", 4), seed=config["seed"])
     val = Batches(*data.val, 1024, data.mean, data.std, engine.device) if train_split == "train" else None
-    final, history, seconds = fit(model, train, val, config, engine, checkpoint, checkpoint_seconds,
-                                  on_epoch_end=on_epoch_end)
-    if keep_weights:  # evaluate the weights exactly as saved (fp16), so that a reload reproduces the number
-        store.root.mkdir(parents=True, exist_ok=True)
-        save_weights(final, store.path(name, ".pt"))
-        load_weights(getattr(final, "_orig_mod", final), store.path(name, ".pt"))
+    final, history, seconds, path = fit(model, train, val, config, engine, checkpoint, checkpoint_seconds,
+                                        on_epoch_end=on_epoch_end)
+    diverged = diverged_epoch(history)
     summary = {
         "name": name, "config": config, "config_hash": digest,
         "trainable_params": count_parameters(model), "epochs_completed": len(history),
         "train_images": len(train_x), "device": device_name(engine.device),
-        "precision": str(engine.amp_dtype or torch.float32).replace("torch.", ""),
+        "precision": str(engine.amp_dtype or torch.float32).replace("torch.", ""), "path": path,
         "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "train_seconds": round(seconds, 2), "final_train_acc": history[-1]["train_acc"],
+        "train_seconds": round(seconds, 2), "final_train_acc": finite_or_none(history[-1]["train_acc"]),
+        "diverged": diverged is not None, "diverged_epoch": diverged,
     }
-    if val is not None:
-        summary.update(best_val_acc=max(r["val_acc"] for r in history), final_val_acc=history[-1]["val_acc"])
-        if tta:
-            summary["final_val_acc_tta"] = evaluate(final, val, engine, tta=True)["acc"]
-    if evaluate_test:
-        scores = evaluate(final, Batches(*data.test, 1024, data.mean, data.std, engine.device), engine, tta=tta)
-        summary.update(test_acc=scores["acc"], test_loss=scores["loss"], tta=tta)
-        print(f"{name}: test acc {scores['acc']:.4f} after {seconds:.1f} s of training")
+    if diverged is not None:
+        summary.update(best_val_acc=None, final_val_acc=None, test_acc=None)
+    else:
+        if keep_weights:  # evaluate the weights exactly as saved (fp16), so that a reload reproduces the number
+            save_weights(final, store.path(name, ".pt"))
+            load_weights(getattr(final, "_orig_mod", final), store.path(name, ".pt"))
+        if val is not None:
+            summary.update(best_val_acc=max(r["val_acc"] for r in history),
+                           final_val_acc=history[-1]["val_acc"])
+            if tta:
+                summary["final_val_acc_tta"] = evaluate(final, val, engine, tta=True)["acc"]
+        if evaluate_test:
+            scores = evaluate(final, Batches(*data.test, 1024, data.mean, data.std, engine.device), engine,
+                              tta=tta)
+            summary.update(test_acc=scores["acc"], test_loss=scores["loss"], tta=tta)
+    print(result_line(name, summary))
     store.save(name, summary, history)
     checkpoint.unlink(missing_ok=True)
     return summary
@@ -661,7 +998,7 @@ def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, st
     """Validation accuracy and validation loss against epoch for two experiments, side by side; saved to path."""
     import matplotlib.pyplot as plt
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(7.5, 3.2))  # fits an A4/letter page
     for name, label in zip(names, labels):
         h = store.history(name)
         ax_acc.plot(h["epoch"], h["val_acc"] * 100, label=label, marker="." if len(h) < 10 else None)
@@ -670,8 +1007,8 @@ def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, st
     ax_loss.set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"{labels[0]} vs {labels[1]}")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{labels[0]} vs {labels[1]}", fontsize=11)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -688,7 +1025,7 @@ def plot_confusion(counts: torch.Tensor, path: Path, title: str):
     """The confusion matrix as a heat map with the counts written in; saved to path."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = plt.subplots(figsize=(6, 5))  # fits an A4/letter page
     ax.imshow(counts.numpy(), cmap="Blues")
     ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
     ax.set_yticks(range(10), CLASSES)
@@ -765,6 +1102,182 @@ def final_model_line(summaries: dict[str, dict]) -> str | None:
             f"{seeds[0]['train_images']:,} images: test accuracy {accs.mean():.2f} +- {std:.2f}% over "
             f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs.tolist())}), final epoch{views}, "
             f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on {seeds[0]['device']}")
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                   "±": r"$\pm$", "×": r"$\times$"}
+
+
+def latex_escape(text) -> str:
+    """Plain text -> LaTeX source that prints it."""
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def _is_number(text: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?", text) is not None
+
+
+def _float_decimals(values) -> int:
+    """The fewest decimals (at most 4) that show every value of a float column."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return next((d for d in range(4) if all(abs(v - round(v, d)) < 5e-5 for v in finite)), 4)
+
+
+def _table_cell(value, decimals: int | None = None) -> str:
+    if value is None or (isinstance(value, (float, np.floating)) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{decimals}f}" if decimals is not None else f"{value:g}"
+    return str(value)
+
+
+def latex_table(table) -> str:
+    """A DataFrame (or Series) as a LaTeX table for the PDF export: booktabs rules, the index name in the
+    top-left corner, text escaped, each float column with the fewest decimals (at most 4) that show its values,
+    numeric columns right-aligned; centred, and shrunk to the line width only if it would overflow."""
+    import pandas as pd
+
+    frame = table.to_frame() if isinstance(table, pd.Series) else table
+    columns = []
+    for j in range(frame.shape[1]):
+        column = frame.iloc[:, j]
+        decimals = _float_decimals(column) if pd.api.types.is_float_dtype(column.dtype) else None
+        columns.append([_table_cell(v, decimals) for v in column.tolist()])
+    align = "l" + "".join("r" if all(_is_number(c) for c in cells if c) and any(cells) else "l"
+                          for cells in columns)
+    corner = "" if frame.index.name is None else frame.index.name
+
+    def row(cells) -> str:
+        return " & ".join(latex_escape(c) for c in cells) + r" \\"
+
+    lines = [r"\begin{center}", r"\begin{adjustbox}{max width=\linewidth}", rf"\begin{{tabular}}{{{align}}}",
+             r"\toprule", row([corner, *map(str, frame.columns)]), r"\midrule"]
+    lines += [row([str(index), *(cells[i] for cells in columns)]) for i, index in enumerate(frame.index)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{adjustbox}", r"\end{center}"]
+    return "\n".join(lines)
+
+
+def report_tables() -> None:
+    """From now on, every DataFrame this IPython session displays carries a LaTeX table (`latex_table`) beside
+    its HTML: the PDF export (nbconvert prefers text/latex) typesets a real table, while Jupyter, Colab and
+    GitHub keep showing the HTML. Outside IPython it does nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        import pandas as pd
+
+        shell.display_formatter.formatters["text/latex"].for_type(pd.DataFrame, latex_table)
+
+
+class Report:
+    """A heading, an optional table and a few lines of text, with an HTML form (Jupyter, Colab, GitHub), a LaTeX
+    form (the PDF export) and a plain-text one. `display(report, display_id=...)` shows it and
+    `update_display(report, display_id=...)` replaces what that display shows, wherever it is."""
+
+    def __init__(self, title: str, lines: list[str], table=None):
+        self.title, self.lines, self.table = title, [line for line in lines if line], table
+
+    @property
+    def text(self) -> str:
+        table = [] if self.table is None else [self.table.to_string()]
+        return "\n".join([self.title, *table, *self.lines])
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        import html
+
+        table = [] if self.table is None else [self.table.to_html()]
+        return "\n".join([f"<p><b>{html.escape(self.title)}</b></p>", *table,
+                          *(f"<p>{html.escape(line)}</p>" for line in self.lines)])
+
+    def _repr_latex_(self) -> str:
+        table = [] if self.table is None else [latex_table(self.table)]
+        return "\n\n".join([rf"\noindent\textbf{{{latex_escape(self.title)}}}", *table,
+                            *(rf"\noindent {latex_escape(line)}" for line in self.lines)])
+
+
+def format_duration(seconds: float) -> str:
+    """12 s, 3 min 05 s, 1 h 02 min."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _recipe(config: dict) -> str:
+    """'option2, lr 0.01, weight decay 0.0005, cosine' from an experiment's configuration."""
+    parts = [str(config.get("arch", "?")), f"lr {config.get('lr', '?')}"]
+    if config.get("weight_decay"):
+        parts.append(f"weight decay {config['weight_decay']}")
+    if config.get("schedule") not in (None, "constant"):
+        parts.append(str(config["schedule"]))
+    return ", ".join(parts)
+
+
+def _test_cell(summary: dict | None) -> str:
+    """A run's test accuracy (%) as shown at a glance: pending, diverged at epoch k, or the number."""
+    if summary is None:
+        return "pending"
+    if summary.get("diverged"):
+        return f"diverged at epoch {summary.get('diverged_epoch', '?')}"
+    if summary.get("test_acc") is None:
+        return "not tested"
+    return f"{100 * summary['test_acc']:.2f}"
+
+
+def results_at_a_glance(results_dir: str | Path = "results", quick: bool = False) -> Report:
+    """The notebook's summary near its top, computed from the full-scale results store `results_dir` (never
+    quick mode's subfolder): the six models' test accuracy, the final model's mean +- std over its seeds, the
+    card, and the total training time. Says plainly when no full-scale result exists yet, and, with `quick`,
+    that the render around it is a quick-mode smoke test. A diverged run shows as 'diverged at epoch k'."""
+    import statistics
+
+    import pandas as pd
+
+    root = Path(results_dir)
+    summaries = {name: s for name, s in ResultsStore(root).summaries().items()
+                 if not s.get("config", {}).get("quick")}
+    note = ("This render is a quick-mode smoke test (tiny subsets, one or two epochs): the numbers further "
+            "down show only that the code runs, nothing about the models." if quick else "")
+    six = [f"model {i}" for i in range(1, 7)]
+    seeds = [summaries[name] for name in sorted(summaries) if name.startswith("final seed")]
+    if not any(name in summaries for name in six) and not seeds:
+        return Report("Full-scale results: pending",
+                      [f"No full-scale run has landed in {root}/ yet; this summary fills in from there once "
+                       "the notebook has run on a CUDA GPU (it is refreshed by the last cell).", note])
+    table = pd.DataFrame({
+        "recipe": [_recipe(summaries[n]["config"]) if n in summaries else "" for n in six],
+        "epochs": [str(summaries[n].get("epochs_completed", "")) if n in summaries else "" for n in six],
+        "test acc (%)": [_test_cell(summaries.get(n)) for n in six],
+    }, index=pd.Index(six, name="model"))
+    tested = [100 * s["test_acc"] for s in seeds if s.get("test_acc") is not None]
+    final = "Final model (FastResNet, Going further): pending."
+    if tested:
+        std = statistics.stdev(tested) if len(tested) > 1 else 0.0
+        views = ", with test-time augmentation" if seeds[0].get("tta") else ""
+        final = (f"Final model (FastResNet, Going further): test accuracy {statistics.fmean(tested):.2f} ± "
+                 f"{std:.2f}% (mean ± std over {len(tested)} seed{'s' if len(tested) > 1 else ''}, "
+                 f"final epoch{views}).")
+    diverged = [f"{s.get('name', 'a seed')} diverged at epoch {s.get('diverged_epoch', '?')}"
+                for s in seeds if s.get("diverged")]
+    if diverged:
+        final += " " + "; ".join(diverged).capitalize() + "."
+    cards = sorted({s["device"] for s in summaries.values() if s.get("device")})
+    seconds = sum(s.get("train_seconds") or 0 for s in summaries.values())
+    return Report(f"Full-scale results (from {root}/)", [
+        final, f"{'Cards' if len(cards) > 1 else 'Card'}: {', '.join(cards) or 'not recorded'}.",
+        f"Total training time: {format_duration(seconds)} over {len(summaries)} runs.", note], table)
 
 
 def readme_results(results_dir: str | Path = "results") -> str:

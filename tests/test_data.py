@@ -1,4 +1,5 @@
 """The real CIFAR-10 data: shapes, dtypes, split, statistics; and the on-device augmentation."""
+import pytest
 import torch
 
 import helpers as H
@@ -78,14 +79,15 @@ def test_augmentation_changes_images(raw):
     assert changed > 0.95  # only the unshifted, unflipped draws (1/162) stay the same
 
 
-def test_batches_keep_labels_with_their_images():
+@pytest.mark.parametrize("whole_epoch", [False, True])
+def test_batches_keep_labels_with_their_images(whole_epoch):
     """Image k is filled with the value 10 + k: after shuffling, cropping and flipping, the centre pixel still
-    names the source image, whose label must come with it."""
+    names the source image, whose label must come with it (per batch, or augmented as a whole epoch)."""
     n = 200
     x = (10 + torch.arange(n, dtype=torch.uint8)).view(n, 1, 1, 1).expand(n, 3, 32, 32).contiguous()
     y = torch.arange(n) % 10
     mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
-    batches = H.Batches(x, y, 64, mean, std, "cpu", shuffle=True, augment=True, seed=0)
+    batches = H.Batches(x, y, 64, mean, std, "cpu", shuffle=True, augment=True, seed=0, whole_epoch=whole_epoch)
     seen = []
     for images, labels in batches:
         assert images.shape[1:] == (3, 32, 32) and images.dtype == torch.float32
@@ -94,3 +96,18 @@ def test_batches_keep_labels_with_their_images():
         assert torch.equal((centre - 10) % 10, labels)
         seen += (centre - 10).tolist()
     assert sorted(seen) == list(range(n)) and seen != list(range(n))  # a permutation, shuffled
+
+
+def test_whole_epoch_preparation_gives_the_same_batches_without_augmentation(raw):
+    """Shuffled, not augmented: preparing the epoch in one pass and slicing it yields exactly the per-batch
+    stream (the same permutation is drawn), including the smaller last batch."""
+    x, y = raw["train_x"][:300], raw["train_y"][:300]
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    per_batch = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, seed=4)
+    whole = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, seed=4, whole_epoch=True)
+    for epoch in range(2):
+        pairs = list(zip(per_batch, whole))
+        assert [len(yb) for (_, yb), _ in pairs] == [128, 128, 44]
+        for (xa, ya), (xb, yb) in pairs:
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+            assert xb.is_contiguous(memory_format=torch.channels_last)

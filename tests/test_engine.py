@@ -98,7 +98,7 @@ def test_training_on_real_data_learns(models, data):
               "schedule": "onecycle", "warmup": 0.2, "seed": 0}
     train = H.Batches(*small.train, 64, data.mean, data.std, "cpu", shuffle=True, augment=True)
     val = H.Batches(*small.val, 500, data.mean, data.std, "cpu")
-    _, history, _ = H.fit(models["option1"](), train, val, config, engine)
+    history = H.fit(models["option1"](), train, val, config, engine).history
     assert history[-1]["val_acc"] >= 0.35, history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 

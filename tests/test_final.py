@@ -88,7 +88,7 @@ def test_final_recipe_learns_on_real_data(models, data):
                       shuffle=True, augment=True)
     val = H.Batches(data.val[0][:500], data.val[1][:500], 500, data.mean, data.std, "cpu")
     config = final_config(epochs=3, batch_size=64, lr=0.1)
-    final, history, _ = H.fit(models["fast_resnet"](), train, val, config, H.Engine.for_device("cpu"))
+    final, history, _, _ = H.fit(models["fast_resnet"](), train, val, config, H.Engine.for_device("cpu"))
     assert isinstance(final, models["FastResNet"])  # the averaged copy is what gets evaluated
     assert history[-1]["val_acc"] >= 0.35, history
 

@@ -1,0 +1,167 @@
+"""Faults lose nothing: an interrupted write, an unreadable checkpoint, summary or history, and a diverging
+run, each injected through the real code; the store keeps what was good and the run completes."""
+import math
+import os
+
+import pytest
+import torch
+
+import helpers as H
+
+CONFIG = {"epochs": 3, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+          "schedule": "cosine", "seed": 0}
+
+
+class Interrupted(Exception):
+    """Stands for a disconnect or a kernel restart in the middle of a run."""
+
+
+@pytest.fixture
+def tiny(data):
+    return H.Data(train=(data.train[0][:96], data.train[1][:96]), val=(data.val[0][:64], data.val[1][:64]),
+                  full=data.full, test=(data.test[0][:64], data.test[1][:64]), mean=data.mean, std=data.std)
+
+
+@pytest.fixture
+def engine():
+    return H.Engine.for_device("cpu")
+
+
+def same_history(store_a, store_b, name="m"):
+    a, b = store_a.history(name), store_b.history(name)
+    assert len(a) == len(b)
+    for column in ("train_loss", "val_loss", "val_acc", "lr"):
+        assert a[column].tolist() == pytest.approx(b[column].tolist(), rel=1e-5), column
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "results" / "m.json"
+    H.atomic_write(path, lambda tmp: tmp.write_text('{"old": 1}'))
+
+    def half_then_crash(tmp):
+        tmp.write_text('{"new": ')
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        H.atomic_write(path, half_then_crash)
+    assert path.read_text() == '{"old": 1}'
+    assert os.listdir(path.parent) == ["m.json"]  # no temporary file left behind
+
+
+def test_a_checkpoint_write_cut_short_resumes_from_the_previous_one(models, tiny, engine, tmp_path,
+                                                                      monkeypatch):
+    """torch.save dies half-way through the epoch-2 checkpoint (what a Colab disconnect does): the epoch-1
+    checkpoint is still whole, and the next run resumes from it and ends where a straight run ends."""
+    straight = H.ResultsStore(tmp_path / "straight")
+    H.run_experiment("m", CONFIG, models["option1"], tiny, engine, straight)
+    store = H.ResultsStore(tmp_path / "cut")
+    real_save, calls = torch.save, []
+
+    def dying_save(obj, target, *args, **kwargs):
+        calls.append(target)
+        if len(calls) == 2:
+            with open(target, "wb") as f:
+                f.write(b"PK\x03\x04 half a zip archive")
+            raise Interrupted
+        return real_save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(Interrupted):
+        H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, checkpoint_seconds=0)
+    monkeypatch.setattr(torch, "save", real_save)
+    [checkpoint] = list((tmp_path / "cut" / "checkpoints").iterdir())
+    assert torch.load(checkpoint, weights_only=False)["history"][-1]["epoch"] == 1
+    resumed = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)
+    assert resumed["epochs_completed"] == 3
+    same_history(straight, store)
+
+
+def test_a_truncated_checkpoint_is_moved_aside_and_training_starts_afresh(models, tiny, engine, tmp_path):
+    straight = H.ResultsStore(tmp_path / "straight")
+    H.run_experiment("m", CONFIG, models["option1"], tiny, engine, straight)
+
+    def stop_after_two(epoch):
+        if epoch == 2:
+            raise Interrupted
+
+    store = H.ResultsStore(tmp_path / "cut")
+    with pytest.raises(Interrupted):
+        H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, checkpoint_seconds=0,
+                         on_epoch_end=stop_after_two)
+    [checkpoint] = list((tmp_path / "cut" / "checkpoints").iterdir())
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="checkpoint unreadable"):
+        summary = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)
+    assert checkpoint.with_name(checkpoint.name + ".corrupt").exists()
+    assert summary["epochs_completed"] == 3 and not summary["diverged"]
+    same_history(straight, store)  # afresh from the same seed: the same run
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_a_truncated_summary_or_history_is_retrained_never_skipped(models, tiny, engine, tmp_path, suffix):
+    store = H.ResultsStore(tmp_path)
+    built = []
+
+    def build():
+        built.append(1)
+        return models["option1"]()
+
+    config = {**CONFIG, "epochs": 2}
+    first = H.run_experiment("m", config, build, tiny, engine, store)
+    path = store.path("m", suffix)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = H.run_experiment("m", config, build, tiny, engine, store)
+    assert len(built) == 2
+    assert path.with_name(path.name + ".corrupt").exists()
+    assert again["test_acc"] == pytest.approx(first["test_acc"])
+    assert store.is_complete("m", config) and set(store.summaries()) == {"m"}
+
+
+def test_a_diverging_run_stops_is_stored_as_diverged_and_is_served_as_such(models, tiny, engine, tmp_path,
+                                                                           capsys):
+    store = H.ResultsStore(tmp_path)
+    config = {**CONFIG, "lr": 1e6, "epochs": 5, "schedule": "constant", "weight_decay": 0.0}
+    summary = H.run_experiment("m", config, models["option1"], tiny, engine, store, keep_weights=True)
+    epoch = summary["diverged_epoch"]
+    assert summary["diverged"] and 1 <= epoch < 5
+    assert summary["epochs_completed"] == epoch and summary["test_acc"] is None
+    assert summary["final_val_acc"] is None and not store.path("m", ".pt").exists()
+    history = store.history("m")
+    assert len(history) == epoch and math.isnan(history["train_loss"].iloc[-1])
+    assert all(math.isfinite(v) for v in history["train_loss"].iloc[:-1])
+    assert "DIVERGED" in capsys.readouterr().out
+    # served, not retrained, and said so
+    again = H.run_experiment("m", config, models["option1"], tiny, engine, store, keep_weights=True)
+    assert again == summary
+    out = capsys.readouterr().out
+    assert "read from" in out and f"DIVERGED at epoch {epoch}" in out and "train loss nan" in out
+    # JSON without NaN: the summary file is strict JSON
+    import json
+    json.loads(store.path("m", ".json").read_text(), parse_constant=lambda c: pytest.fail(c))
+
+
+def test_a_learning_rate_is_never_taken_from_a_diverged_run(models, tiny, engine, tmp_path):
+    store = H.ResultsStore(tmp_path)
+    summaries = {
+        "low": H.run_experiment("low", {**CONFIG, "epochs": 1, "lr": 0.001}, models["option1"], tiny, engine,
+                                store),
+        "high": H.run_experiment("high", {**CONFIG, "epochs": 3, "lr": 1e6, "schedule": "constant"},
+                                 models["option1"], tiny, engine, store),
+    }
+    assert summaries["high"]["diverged"]
+    assert H.best_by_validation(summaries, ["low", "high"]) == "low"
+    assert H.best_by_validation(summaries, ["high"]) is None
+
+
+def test_a_served_run_prints_its_stored_log(models, tiny, engine, tmp_path, capsys):
+    store = H.ResultsStore(tmp_path)
+    config = {**CONFIG, "epochs": 12}
+    H.run_experiment("m", config, models["option1"], tiny, engine, store)
+    trained = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    H.run_experiment("m", config, models["option1"], tiny, engine, store)
+    served = capsys.readouterr().out.splitlines()
+    replayed = [line.split("] ", 1)[1] for line in served if line.startswith(f"[{tmp_path.name}/] epoch")]
+    assert [line.split()[1] for line in trained] == ["1", "10", "12"]
+    assert replayed == trained  # the same lines, marked as read from the store
+    assert "test acc" in served[-1]
