@@ -1,5 +1,5 @@
 """The training engine: the fast path computes what a plain fp32 step computes, the per-epoch numbers are
-right, training on real data learns, and the results store skips, resumes and retrains as it should."""
+right, and training on real data learns. (The results store is tested in test_store.py.)"""
 import copy
 
 import pytest
@@ -101,64 +101,3 @@ def test_training_on_real_data_learns(models, data):
     history = H.fit(models["option1"](), train, val, config, engine).history
     assert history[-1]["val_acc"] >= 0.35, history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-
-
-# --- results store -------------------------------------------------------------------------------------
-
-class Interrupted(Exception):
-    pass
-
-
-@pytest.fixture
-def tiny(data):
-    return H.Data(train=(data.train[0][:96], data.train[1][:96]), val=(data.val[0][:64], data.val[1][:64]),
-                  full=data.full, test=(data.test[0][:64], data.test[1][:64]), mean=data.mean, std=data.std)
-
-
-CONFIG = {"epochs": 3, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
-          "schedule": "cosine", "seed": 0}
-
-
-def test_interrupted_run_resumes_where_it_stopped(models, tiny, tmp_path):
-    engine = H.Engine.for_device("cpu")
-    straight = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, H.ResultsStore(tmp_path / "a"))
-
-    def stop_after_two(epoch):
-        if epoch == 2:
-            raise Interrupted
-
-    store = H.ResultsStore(tmp_path / "b")
-    with pytest.raises(Interrupted):
-        H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, checkpoint_seconds=0,
-                         on_epoch_end=stop_after_two)
-    assert store.load("m") is None and len(list((tmp_path / "b" / "checkpoints").iterdir())) == 1
-    resumed = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)
-    assert resumed["epochs_completed"] == straight["epochs_completed"] == 3
-    a, b = H.ResultsStore(tmp_path / "a").history("m"), store.history("m")
-    assert len(a) == len(b) == 3
-    for column in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-        assert a[column].tolist() == pytest.approx(b[column].tolist(), rel=1e-5), column
-    assert resumed["test_acc"] == pytest.approx(straight["test_acc"])
-    assert not list((tmp_path / "b" / "checkpoints").iterdir())  # the checkpoint is gone once complete
-
-
-def test_complete_results_are_served_and_a_changed_config_retrains(models, tiny, tmp_path):
-    engine, store = H.Engine.for_device("cpu"), H.ResultsStore(tmp_path)
-    built = []
-
-    def build():
-        built.append(1)
-        return models["option1"]()
-
-    config = {**CONFIG, "epochs": 1}
-    first = H.run_experiment("m", config, build, tiny, engine, store)
-    again = H.run_experiment("m", config, build, tiny, engine, store)
-    assert len(built) == 1 and again == first
-    changed = H.run_experiment("m", {**config, "lr": 0.02}, build, tiny, engine, store)
-    assert len(built) == 2 and changed["config"]["lr"] == 0.02
-    assert changed["config_hash"] != first["config_hash"]
-    index = H.ResultsStore(tmp_path).summaries()
-    assert set(index) == {"m"} and (tmp_path / "summary.json").exists()
-    for key in ("config", "trainable_params", "epochs_completed", "device", "torch", "date", "train_seconds",
-                "best_val_acc", "final_val_acc", "test_acc"):
-        assert key in changed, key

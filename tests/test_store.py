@@ -1,5 +1,6 @@
-"""Faults lose nothing: an interrupted write, an unreadable checkpoint, summary or history, and a diverging
-run, each injected through the real code; the store keeps what was good and the run completes."""
+"""The results store: it serves complete results, resumes an interrupted run, retrains a changed one, and
+loses nothing to faults (an interrupted write, an unreadable checkpoint, summary or history, a diverging run),
+each injected through the real code."""
 import math
 import os
 
@@ -25,6 +26,17 @@ def tiny(data):
 @pytest.fixture
 def engine():
     return H.Engine.for_device("cpu")
+
+
+def interrupt_after_two_epochs(models, tiny, engine, store):
+    """A run stopped by an exception after its second epoch, with a checkpoint after every epoch."""
+    def stop_after_two(epoch):
+        if epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, checkpoint_seconds=0,
+                         on_epoch_end=stop_after_two)
 
 
 def same_history(store_a, store_b, name="m"):
@@ -80,14 +92,8 @@ def test_a_truncated_checkpoint_is_moved_aside_and_training_starts_afresh(models
     straight = H.ResultsStore(tmp_path / "straight")
     H.run_experiment("m", CONFIG, models["option1"], tiny, engine, straight)
 
-    def stop_after_two(epoch):
-        if epoch == 2:
-            raise Interrupted
-
     store = H.ResultsStore(tmp_path / "cut")
-    with pytest.raises(Interrupted):
-        H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, checkpoint_seconds=0,
-                         on_epoch_end=stop_after_two)
+    interrupt_after_two_epochs(models, tiny, engine, store)
     [checkpoint] = list((tmp_path / "cut" / "checkpoints").iterdir())
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     with pytest.warns(UserWarning, match="checkpoint unreadable"):
@@ -165,3 +171,41 @@ def test_a_served_run_prints_its_stored_log(models, tiny, engine, tmp_path, caps
     assert [line.split()[1] for line in trained] == ["1", "10", "12"]
     assert replayed == trained  # the same lines, marked as read from the store
     assert "test acc" in served[-1]
+
+
+def test_interrupted_run_resumes_where_it_stopped(models, tiny, engine, tmp_path):
+    straight = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, H.ResultsStore(tmp_path / "a"))
+
+    store = H.ResultsStore(tmp_path / "b")
+    interrupt_after_two_epochs(models, tiny, engine, store)
+    assert store.load("m") is None and len(list((tmp_path / "b" / "checkpoints").iterdir())) == 1
+    resumed = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)
+    assert resumed["epochs_completed"] == straight["epochs_completed"] == 3
+    a, b = H.ResultsStore(tmp_path / "a").history("m"), store.history("m")
+    assert len(a) == len(b) == 3
+    for column in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        assert a[column].tolist() == pytest.approx(b[column].tolist(), rel=1e-5), column
+    assert resumed["test_acc"] == pytest.approx(straight["test_acc"])
+    assert not list((tmp_path / "b" / "checkpoints").iterdir())  # the checkpoint is gone once complete
+
+
+def test_complete_results_are_served_and_a_changed_config_retrains(models, tiny, engine, tmp_path):
+    store = H.ResultsStore(tmp_path)
+    built = []
+
+    def build():
+        built.append(1)
+        return models["option1"]()
+
+    config = {**CONFIG, "epochs": 1}
+    first = H.run_experiment("m", config, build, tiny, engine, store)
+    again = H.run_experiment("m", config, build, tiny, engine, store)
+    assert len(built) == 1 and again == first
+    changed = H.run_experiment("m", {**config, "lr": 0.02}, build, tiny, engine, store)
+    assert len(built) == 2 and changed["config"]["lr"] == 0.02
+    assert changed["config_hash"] != first["config_hash"]
+    index = H.ResultsStore(tmp_path).summaries()
+    assert set(index) == {"m"} and (tmp_path / "summary.json").exists()
+    for key in ("config", "trainable_params", "epochs_completed", "device", "torch", "date", "train_seconds",
+                "best_val_acc", "final_val_acc", "test_acc"):
+        assert key in changed, key
