@@ -662,9 +662,15 @@ class FitResult(NamedTuple):
     path: str
 
 
+def is_diverged(row: dict) -> bool:
+    """An epoch diverged when its training loss, or its validation loss (when measured), is not finite: NaN or
+    infinite weights or batch-norm statistics, from which no later epoch recovers."""
+    return not (math.isfinite(row["train_loss"]) and math.isfinite(row.get("val_loss", 0.0)))
+
+
 def diverged_epoch(history: list[dict]) -> int | None:
-    """The first epoch whose training loss is not finite, or None."""
-    return next((row["epoch"] for row in history if not math.isfinite(row["train_loss"])), None)
+    """The first diverged epoch (`is_diverged`), or None."""
+    return next((row["epoch"] for row in history if is_diverged(row)), None)
 
 
 def read_checkpoint(path: Path) -> dict | None:
@@ -690,7 +696,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     the same path resumes after that epoch. (Saving ~40 MB after each of the 600 one-second epochs of a GPU
     run would cost about as much as ten epochs; after every epoch that takes 20 s or more it is free.)
     The training step runs as a CUDA graph when `engine.graph_plan()` allows it and the graph passes its
-    check against eager steps (`checked_static_step`). A non-finite training loss ends the run at that epoch.
+    check against eager steps (`checked_static_step`). A non-finite training or validation loss ends the run
+    at that epoch (`is_diverged`).
     Prints one line for the first epoch, every `log_every` epochs, the last one, and a diverged one.
     """
     module = engine.prepare(model)
@@ -735,8 +742,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
             scores = evaluate(ema.module if ema else module, val, engine)
             row.update(val_loss=scores["loss"], val_acc=scores["acc"])
         history.append(row)
-        if not math.isfinite(stats["loss"]):
-            print(f"{format_epoch(row)}  DIVERGED: the training loss is not finite; the run stops here")
+        if is_diverged(row):
+            print(f"{format_epoch(row)}\nDIVERGED: a loss is not finite; the run stops here")
             break
         if log_line(epoch, config["epochs"], log_every):
             print(format_epoch(row))
@@ -758,12 +765,12 @@ def log_line(epoch: int, epochs: int, log_every: int = 10) -> bool:
 
 
 def format_epoch(row: dict) -> str:
-    """One compact log line for an epoch."""
-    text = (f"epoch {row['epoch']:3d}  lr {row['lr']:.4f}  train loss {row['train_loss']:.3f} "
-            f"acc {row['train_acc']:.3f}")
+    """One compact log line for an epoch (at most 80 characters with the marker of a stored log)."""
+    text = (f"epoch {row['epoch']:3d}  lr {row['lr']:.4f}  loss {row['train_loss']:.3f} "
+            f"acc {row['train_acc']:.3f}")  # training loss and accuracy, under augmentation
     if "val_acc" in row:
         text += f"  val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}"
-    return text + f"  {row['seconds']:6.1f} s"
+    return text + f"  {row['seconds']:.1f} s"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -901,21 +908,21 @@ def finite_or_none(value: float) -> float | None:
 
 
 def replay_log(name: str, summary: dict, history, root: Path, log_every: int = 10) -> None:
-    """Print a stored run's log lines as training printed them, marked as read from the store: a notebook
-    executed across several sessions then reads like one run."""
-    print(f"{name}: read from {root}/ (config {summary['config_hash']}, trained on {summary['device']} "
-          f"on {summary['date'][:10]}); delete {root / (name + '.json')} to retrain")
+    """Print a stored run's log lines as training printed them, under a line that says they were read from
+    the store and marked with '| ': a notebook executed across several sessions then reads like one run."""
+    print(f"{name}: read from {root}/ (trained on {summary['device']}, {summary['date'][:10]}; "
+          f"delete {root / (name + '.json')} to retrain):")
     rows = history.to_dict("records")
     for row in rows:
         if log_line(row["epoch"], len(rows), log_every) or row["epoch"] == summary.get("diverged_epoch"):
-            print(f"[{root.name}/] {format_epoch(row)}")
+            print(f"| {format_epoch(row)}")
     print(result_line(name, summary))
 
 
 def result_line(name: str, summary: dict) -> str:
     """The line that closes an experiment's log: its test accuracy, or where it diverged."""
     if summary.get("diverged"):
-        return f"{name}: DIVERGED at epoch {summary['diverged_epoch']} (non-finite training loss); not tested"
+        return f"{name}: DIVERGED at epoch {summary['diverged_epoch']} (a loss is not finite); not tested"
     if summary.get("test_acc") is None:
         return f"{name}: final validation accuracy {summary['final_val_acc']:.4f}"
     return (f"{name}: test acc {summary['test_acc']:.4f} after {summary['train_seconds']:.1f} s of training "
@@ -994,15 +1001,28 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
 # ---------------------------------------------------------------------------------------------------
 
 
+def save_figure(fig, path: str | Path, **options) -> None:
+    """fig.savefig(path, **options), written atomically (`atomic_write`)."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, **options))
+
+
 def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, str], path: Path):
-    """Validation accuracy and validation loss against epoch for two experiments, side by side; saved to path."""
+    """Validation accuracy and validation loss against epoch for two experiments, side by side; saved to path.
+    A diverged run is drawn up to its last finite epoch, with a dotted line at the epoch where it diverged."""
     import matplotlib.pyplot as plt
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(7.5, 3.2))  # fits an A4/letter page
     for name, label in zip(names, labels):
         h = store.history(name)
-        ax_acc.plot(h["epoch"], h["val_acc"] * 100, label=label, marker="." if len(h) < 10 else None)
-        ax_loss.plot(h["epoch"], h["val_loss"], label=label, marker="." if len(h) < 10 else None)
+        rows = h.to_dict("records")
+        finite = h[[not is_diverged(row) for row in rows]]
+        stop = diverged_epoch(rows)
+        if stop is not None:
+            label = f"{label}, diverged at epoch {stop}"
+        for ax, values in ((ax_acc, finite["val_acc"] * 100), (ax_loss, finite["val_loss"])):
+            line, = ax.plot(finite["epoch"], values, label=label, marker="." if len(h) < 10 else None)
+            if stop is not None:
+                ax.axvline(stop, color=line.get_color(), linestyle=":")
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
     ax_loss.set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
     for ax in (ax_acc, ax_loss):
@@ -1010,8 +1030,7 @@ def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, st
         ax.legend(fontsize=8)
     fig.suptitle(f"{labels[0]} vs {labels[1]}", fontsize=11)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return fig
 
 
@@ -1036,8 +1055,7 @@ def plot_confusion(counts: torch.Tensor, path: Path, title: str):
             ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if counts[i, j] > top / 2 else "black")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return fig
 
 
@@ -1058,13 +1076,13 @@ def render_tables(tables: dict, path: Path):
         shown.auto_set_column_width(list(range(len(table.columns))))
         shown.scale(1, 1.3)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    save_figure(fig, path, dpi=130, bbox_inches="tight")
     return fig
 
 
 def results_table(summaries: dict[str, dict]):
-    """One row per experiment: parameters, validation and test accuracy (%), training time."""
+    """One row per experiment: parameters, epochs, images, validation and test accuracy (%; 'diverged at
+    epoch k' for a diverged run), training time, the path of the training step and the device."""
     import pandas as pd
 
     rows = []
@@ -1072,10 +1090,11 @@ def results_table(summaries: dict[str, dict]):
         rows.append({
             "model": name, "trainable params": f"{s['trainable_params']:,}",
             "epochs": s["epochs_completed"], "train images": s["train_images"],
-            "best val acc (%)": round(100 * s["best_val_acc"], 2) if "best_val_acc" in s else None,
-            "final val acc (%)": round(100 * s["final_val_acc"], 2) if "final_val_acc" in s else None,
-            "test acc (%)": round(100 * s["test_acc"], 2),
-            "train time (s)": round(s["train_seconds"], 1), "device": s["device"],
+            "best val acc (%)": accuracy_text(s, "best_val_acc"),
+            "final val acc (%)": accuracy_text(s, "final_val_acc"),
+            "test acc (%)": accuracy_text(s, "test_acc"),
+            "train time (s)": round(s["train_seconds"], 1),
+            "training step": s.get("path", "not recorded"), "device": s["device"],
         })
     return pd.DataFrame(rows).set_index("model")
 
@@ -1092,16 +1111,20 @@ def markdown_table(table) -> str:
 
 def final_model_line(summaries: dict[str, dict]) -> str | None:
     """'mean +- std over N seeds' of the final model's test accuracy, from its per-seed summaries."""
-    seeds = [s for name, s in sorted(summaries.items()) if name.startswith("final seed")]
+    runs = [s for name, s in sorted(summaries.items()) if name.startswith("final seed")]
+    diverged = [f"{s['name']} diverged at epoch {s['diverged_epoch']}" for s in runs if s.get("diverged")]
+    seeds = [s for s in runs if not s.get("diverged")]
     if not seeds:
-        return None
+        return f"FastResNet: {'; '.join(diverged)}" if diverged else None
+    left_out = f"; left out: {'; '.join(diverged)}" if diverged else ""
     accs = torch.tensor([100 * s["test_acc"] for s in seeds])
     std = accs.std().item() if len(accs) > 1 else 0.0
     views = ", test-time augmentation" if seeds[0].get("tta") else ""
     return (f"FastResNet, {seeds[0]['trainable_params']:,} parameters, {seeds[0]['config']['epochs']} epochs on "
             f"{seeds[0]['train_images']:,} images: test accuracy {accs.mean():.2f} +- {std:.2f}% over "
             f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs.tolist())}), final epoch{views}, "
-            f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on {seeds[0]['device']}")
+            f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on "
+            f"{seeds[0]['device']}{left_out}")
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -1225,15 +1248,16 @@ def _recipe(config: dict) -> str:
     return ", ".join(parts)
 
 
-def _test_cell(summary: dict | None) -> str:
-    """A run's test accuracy (%) as shown at a glance: pending, diverged at epoch k, or the number."""
+def accuracy_text(summary: dict | None, key: str = "test_acc") -> str:
+    """An accuracy of a run's summary in % as tables show it: the number, 'diverged at epoch k' (a diverged
+    run has no accuracy to show), 'pending' (no run yet) or 'not measured'."""
     if summary is None:
         return "pending"
     if summary.get("diverged"):
         return f"diverged at epoch {summary.get('diverged_epoch', '?')}"
-    if summary.get("test_acc") is None:
-        return "not tested"
-    return f"{100 * summary['test_acc']:.2f}"
+    if summary.get(key) is None:
+        return "not measured"
+    return f"{100 * summary[key]:.2f}"
 
 
 def results_at_a_glance(results_dir: str | Path = "results", quick: bool = False) -> Report:
@@ -1259,7 +1283,7 @@ def results_at_a_glance(results_dir: str | Path = "results", quick: bool = False
     table = pd.DataFrame({
         "recipe": [_recipe(summaries[n]["config"]) if n in summaries else "" for n in six],
         "epochs": [str(summaries[n].get("epochs_completed", "")) if n in summaries else "" for n in six],
-        "test acc (%)": [_test_cell(summaries.get(n)) for n in six],
+        "test acc (%)": [accuracy_text(summaries.get(n)) for n in six],
     }, index=pd.Index(six, name="model"))
     tested = [100 * s["test_acc"] for s in seeds if s.get("test_acc") is not None]
     final = "Final model (FastResNet, Going further): pending."

@@ -12,12 +12,19 @@ from conftest import NOTEBOOK, ROOT, require
 FIGURES = [f"model {a} and {b} val acc and loss.jpg" for a, b in [(1, 2), (1, 3), (2, 4), (3, 4), (3, 5), (5, 6)]]
 
 
-def run_quick(source, target, out, data_dir, timeout):
+def run_quick(source, target, out, data_dir, timeout, *parameters):
     """Execute a notebook with papermill in quick mode, results and figures under `out`."""
     subprocess.run([sys.executable, "-m", "papermill", str(source), str(target), "--cwd", str(ROOT),
                     "-p", "DATA_DIR", str(data_dir), "-p", "RESULTS_DIR", str(out / "results"),
-                    "-p", "DOC_DIR", str(out / "documentation"), "-p", "QUICK", "True"],
+                    "-p", "DOC_DIR", str(out / "documentation"), "-p", "QUICK", "True", *parameters],
                    check=True, timeout=timeout)
+
+
+def printed(path) -> list[str]:
+    """Every line the executed notebook's cells printed (stdout and stderr)."""
+    notebook = json.loads(path.read_text())
+    return [line for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "stream"
+            for line in "".join(o["text"]).splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +62,47 @@ def test_quick_run_writes_figures_tables_and_results(executed):
 
 
 def test_rerun_with_complete_results_serves_them(executed, data_dir):
-    """A second Run all finds every result complete and trains nothing."""
+    """A second Run all finds every result complete, trains nothing, and prints the stored logs, marked."""
     run_quick(executed / "run.ipynb", executed / "again.ipynb", executed, data_dir, timeout=300)
-    text = (executed / "again.ipynb").read_text()
-    assert text.count("complete results found") == 10
-    assert "train loss" not in text
+    lines = printed(executed / "again.ipynb")
+    assert sum(": read from " in line for line in lines) == 10
+    assert not [line for line in lines if line.startswith("epoch")]  # nothing trained
+    first = printed(executed / "run.ipynb")
+    assert [line[2:] for line in lines if line.startswith("| epoch")] == [
+        line for line in first if line.startswith("epoch")]  # the same log, read back
+
+
+def test_run_all_completes_through_faults(executed, data_dir, tmp_path):
+    """Run all again over a store with faults injected: a summary and a history cut short, a checkpoint cut
+    short, a temporary file left by an interrupted write, and a learning rate (1e6) that makes Models 2 and 4
+    diverge. Nothing crashes; the damaged files are moved aside and their experiments retrained; the diverged
+    runs are recorded, tabulated and plotted as such; Model 5 takes its learning rate from Model 3."""
+    shutil.copytree(executed / "results", tmp_path / "results")
+    results = tmp_path / "results" / "quick"
+    for name in ("model 1.json", "model 3.csv"):
+        (results / name).write_bytes((results / name).read_bytes()[:100])
+    digest = json.loads((results / "final validation.json").read_text())["config_hash"]
+    (results / "final validation.json").unlink()  # interrupted: to be resumed from its checkpoint...
+    (results / "checkpoints").mkdir(exist_ok=True)  # ... which a disconnect cut short
+    (results / "checkpoints" / f"final validation-{digest}.pt").write_bytes(b"PK\x03\x04 half a zip")
+    (results / ".model 6.partial-999.json").write_text('{"name": "mod')
+    run_quick(NOTEBOOK, tmp_path / "faults.ipynb", tmp_path, data_dir, 600,
+              "-p", "LEARNING_RATES", "[0.001, 1000000.0]")
+    notebook = json.loads((tmp_path / "faults.ipynb").read_text())
+    assert not [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    lines = printed(tmp_path / "faults.ipynb")
+    for damaged in ("model 1.json", "model 3.csv", f"final validation-{digest}.pt"):
+        assert any(damaged in line and "moved aside" in line for line in lines), damaged
+    index = json.loads((results / "summary.json").read_text())
+    assert {name for name, s in index.items() if s["diverged"]} == {"model 2", "model 4"}
+    assert index["model 5"]["config"]["lr"] == 0.001 and not index["model 5"]["diverged"]
+    assert all((results / name).exists() for name in ("model 1.json.corrupt", "model 3.csv.corrupt"))
+    text = "\n".join(lines)
+    assert "model 2: DIVERGED at epoch" in text and "no verdict" in text
+    html = (tmp_path / "faults.ipynb").read_text()
+    assert html.count("diverged at epoch") >= 4  # results table and glance-style cells show it
+    figure = tmp_path / "documentation" / "quick" / "model 2 and 4 val acc and loss.jpg"
+    assert figure.stat().st_size > 10_000
 
 
 def test_committed_notebook_has_outputs_and_no_widget_state():

@@ -134,14 +134,15 @@ def test_a_diverging_run_stops_is_stored_as_diverged_and_is_served_as_such(model
     assert summary["epochs_completed"] == epoch and summary["test_acc"] is None
     assert summary["final_val_acc"] is None and not store.path("m", ".pt").exists()
     history = store.history("m")
-    assert len(history) == epoch and math.isnan(history["train_loss"].iloc[-1])
+    assert len(history) == epoch and H.is_diverged(history.iloc[-1].to_dict())
     assert all(math.isfinite(v) for v in history["train_loss"].iloc[:-1])
+    assert all(math.isfinite(v) for v in history["val_loss"].iloc[:-1])
     assert "DIVERGED" in capsys.readouterr().out
     # served, not retrained, and said so
     again = H.run_experiment("m", config, models["option1"], tiny, engine, store, keep_weights=True)
     assert again == summary
     out = capsys.readouterr().out
-    assert "read from" in out and f"DIVERGED at epoch {epoch}" in out and "train loss nan" in out
+    assert "read from" in out and f"DIVERGED at epoch {epoch}" in out and "| epoch" in out
     # JSON without NaN: the summary file is strict JSON
     import json
     json.loads(store.path("m", ".json").read_text(), parse_constant=lambda c: pytest.fail(c))
@@ -167,7 +168,8 @@ def test_a_served_run_prints_its_stored_log(models, tiny, engine, tmp_path, caps
     trained = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     H.run_experiment("m", config, models["option1"], tiny, engine, store)
     served = capsys.readouterr().out.splitlines()
-    replayed = [line.split("] ", 1)[1] for line in served if line.startswith(f"[{tmp_path.name}/] epoch")]
+    assert served[0].startswith(f"m: read from {tmp_path}/")
+    replayed = [line[2:] for line in served if line.startswith("| epoch")]
     assert [line.split()[1] for line in trained] == ["1", "10", "12"]
     assert replayed == trained  # the same lines, marked as read from the store
     assert "test acc" in served[-1]
