@@ -7,9 +7,11 @@ Sections
   2. Data                        load_cifar10, split_train_val, channel_stats, prepare_data
   3. Batches and augmentation    crop_flip, Batches (dataset kept on the device as uint8)
   4. Models from the notebook    notebook_namespace, count_parameters
-  5. Training engine             Engine, train_step, train_epoch, predict, evaluate, ModelEMA, fit
-  6. Results store               config_hash, ResultsStore, run_experiment
-  7. Plots and tables            plot_pair, plot_confusion, render_tables, confusion_matrix, results_table
+  5. Training engine             Engine, train_step, EpochSums, StaticStep (the CUDA-graph step),
+                                 checked_static_step, train_epoch, predict, evaluate, ModelEMA, fit
+  6. Results store               config_hash, atomic_write, ResultsStore, run_experiment, best_by_validation
+  7. Plots and tables            plot_pair, plot_confusion, render_tables, results_table, latex_table,
+                                 report_tables, results_at_a_glance, README generation
 
 Nothing runs at import time: no data is read, no device is touched, no folder is made.
 """
@@ -934,6 +936,16 @@ def best_by_validation(summaries: dict[str, dict], names) -> str | None:
     None when every one of them diverged."""
     usable = [name for name in names if not summaries[name].get("diverged")]
     return max(usable, key=lambda name: summaries[name]["final_val_acc"]) if usable else None
+
+
+def paths_taken(summaries: dict[str, dict]) -> str:
+    """Which path the training step took, over the stored runs: 'cuda-graph (10 runs)', or each path with
+    its count ('eager (no CUDA device) (10 runs)'); runs stored before paths were recorded are counted too."""
+    counts: dict[str, int] = {}
+    for summary in summaries.values():
+        path = summary.get("path", "not recorded")
+        counts[path] = counts.get(path, 0) + 1
+    return "; ".join(f"{path} ({n} run{'s' if n > 1 else ''})" for path, n in counts.items()) or "no run yet"
 
 
 def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module], data: Data, engine: Engine,

@@ -43,6 +43,10 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(executed):
     text = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
                    for c in notebook["cells"] for o in c.get("outputs", []))
     assert "QUICK MODE" in text and "notebook finished" in text
+    # the environment table, refreshed by the last cell, names the path each run's training step took
+    tables = ["".join(o["data"]["text/plain"]) for c in notebook["cells"] for o in c.get("outputs", [])
+              if "environment" in "".join(o.get("data", {}).get("text/plain", ""))]
+    assert len(tables) == 1 and "eager (no CUDA device) (10 runs)" in tables[0] and "planned" not in tables[0]
 
 
 def test_quick_run_writes_figures_tables_and_results(executed):
@@ -87,7 +91,7 @@ def test_run_all_completes_through_faults(executed, data_dir, tmp_path):
     (results / "checkpoints" / f"final validation-{digest}.pt").write_bytes(b"PK\x03\x04 half a zip")
     (results / ".model 6.partial-999.json").write_text('{"name": "mod')
     run_quick(NOTEBOOK, tmp_path / "faults.ipynb", tmp_path, data_dir, 600,
-              "-p", "LEARNING_RATES", "[0.001, 1000000.0]")
+              "-y", "LEARNING_RATES: [0.001, 1000000.0]")
     notebook = json.loads((tmp_path / "faults.ipynb").read_text())
     assert not [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     lines = printed(tmp_path / "faults.ipynb")
