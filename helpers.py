@@ -1121,22 +1121,36 @@ def markdown_table(table) -> str:
     return "\n".join(lines)
 
 
-def final_model_line(summaries: dict[str, dict]) -> str | None:
-    """'mean +- std over N seeds' of the final model's test accuracy, from its per-seed summaries."""
+def final_seeds(summaries: dict[str, dict]) -> tuple[list[dict], list[float], list[str]]:
+    """The final model's seeds: the tested runs' summaries, their test accuracies (%), and a note for each
+    seed that diverged (left out of the mean)."""
     runs = [s for name, s in sorted(summaries.items()) if name.startswith("final seed")]
     diverged = [f"{s['name']} diverged at epoch {s['diverged_epoch']}" for s in runs if s.get("diverged")]
-    seeds = [s for s in runs if not s.get("diverged")]
+    tested = [s for s in runs if not s.get("diverged") and s.get("test_acc") is not None]
+    return tested, [100 * s["test_acc"] for s in tested], diverged
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def final_model_line(summaries: dict[str, dict]) -> str | None:
+    """'mean +- std over N seeds' of the final model's test accuracy, from its per-seed summaries."""
+    seeds, accs, diverged = final_seeds(summaries)
     if not seeds:
         return f"FastResNet: {'; '.join(diverged)}" if diverged else None
     left_out = f"; left out: {'; '.join(diverged)}" if diverged else ""
-    accs = torch.tensor([100 * s["test_acc"] for s in seeds])
-    std = accs.std().item() if len(accs) > 1 else 0.0
+    mean, std = mean_and_std(accs)
     views = ", test-time augmentation" if seeds[0].get("tta") else ""
     return (f"FastResNet, {seeds[0]['trainable_params']:,} parameters, {seeds[0]['config']['epochs']} epochs on "
-            f"{seeds[0]['train_images']:,} images: test accuracy {accs.mean():.2f} +- {std:.2f}% over "
-            f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs.tolist())}), final epoch{views}, "
+            f"{seeds[0]['train_images']:,} images: test accuracy {mean:.2f} +- {std:.2f}% over "
+            f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs)}), final epoch{views}, "
             f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on "
             f"{seeds[0]['device']}{left_out}")
+
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -1277,8 +1291,6 @@ def results_at_a_glance(results_dir: str | Path = "results", quick: bool = False
     quick mode's subfolder): the six models' test accuracy, the final model's mean +- std over its seeds, the
     card, and the total training time. Says plainly when no full-scale result exists yet, and, with `quick`,
     that the render around it is a quick-mode smoke test. A diverged run shows as 'diverged at epoch k'."""
-    import statistics
-
     import pandas as pd
 
     root = Path(results_dir)
@@ -1287,8 +1299,8 @@ def results_at_a_glance(results_dir: str | Path = "results", quick: bool = False
     note = ("This render is a quick-mode smoke test (tiny subsets, one or two epochs): the numbers further "
             "down show only that the code runs, nothing about the models." if quick else "")
     six = [f"model {i}" for i in range(1, 7)]
-    seeds = [summaries[name] for name in sorted(summaries) if name.startswith("final seed")]
-    if not any(name in summaries for name in six) and not seeds:
+    seeds, tested, diverged = final_seeds(summaries)
+    if not any(name in summaries for name in six) and not seeds and not diverged:
         return Report("Full-scale results: pending",
                       [f"No full-scale run has landed in {root}/ yet; this summary fills in from there once "
                        "the notebook has run on a CUDA GPU (it is refreshed by the last cell).", note])
@@ -1297,16 +1309,13 @@ def results_at_a_glance(results_dir: str | Path = "results", quick: bool = False
         "epochs": [str(summaries[n].get("epochs_completed", "")) if n in summaries else "" for n in six],
         "test acc (%)": [accuracy_text(summaries.get(n)) for n in six],
     }, index=pd.Index(six, name="model"))
-    tested = [100 * s["test_acc"] for s in seeds if s.get("test_acc") is not None]
     final = "Final model (FastResNet, Going further): pending."
     if tested:
-        std = statistics.stdev(tested) if len(tested) > 1 else 0.0
+        mean, std = mean_and_std(tested)
         views = ", with test-time augmentation" if seeds[0].get("tta") else ""
-        final = (f"Final model (FastResNet, Going further): test accuracy {statistics.fmean(tested):.2f} ± "
+        final = (f"Final model (FastResNet, Going further): test accuracy {mean:.2f} ± "
                  f"{std:.2f}% (mean ± std over {len(tested)} seed{'s' if len(tested) > 1 else ''}, "
                  f"final epoch{views}).")
-    diverged = [f"{s.get('name', 'a seed')} diverged at epoch {s.get('diverged_epoch', '?')}"
-                for s in seeds if s.get("diverged")]
     if diverged:
         final += " " + "; ".join(diverged).capitalize() + "."
     cards = sorted({s["device"] for s in summaries.values() if s.get("device")})
