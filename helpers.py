@@ -8,7 +8,8 @@ Sections
   3. Batches and augmentation    crop_flip, Batches (dataset kept on the device as uint8)
   4. Models from the notebook    notebook_namespace, count_parameters
   5. Training engine             Engine, train_step, EpochSums, StaticStep (the CUDA-graph step),
-                                 checked_static_step, train_epoch, predict, evaluate, ModelEMA, fit
+                                 checked_static_step, training_step, train_epoch, predict, evaluate,
+                                 ModelEMA, fit
   6. Results store               config_hash, atomic_write, ResultsStore, run_experiment, best_by_validation
   7. Plots and tables            plot_pair, plot_confusion, render_tables, results_table, latex_table,
                                  report_tables, results_at_a_glance, README generation
@@ -520,7 +521,7 @@ def checked_static_step(model, optimizer, engine: Engine, scaler, sums: EpochSum
         step = StaticStep(model, optimizer, engine, scaler, sums, label_smoothing, samples[:warmup], capture)
         checked = snapshot(model, optimizer)
         params = list(model.parameters())
-        before = [p.detach().clone() for p in params]
+        before = [checked[id(p)][1] for p in params]
         replayed = [step(x, y).detach().clone() for x, y in samples[warmup:]]
         after_replay = [p.detach().clone() for p in params]
         restore(model, optimizer, checked)
@@ -535,6 +536,16 @@ def checked_static_step(model, optimizer, engine: Engine, scaler, sums: EpochSum
         warnings.warn(f"CUDA graph step not used ({mismatch}); training eagerly", stacklevel=2)
         return None, f"eager ({mismatch})"
     return step, "cuda-graph" if capture else "static-buffers"
+
+
+def training_step(model, optimizer, engine: Engine, scaler, label_smoothing: float, batches: Batches):
+    """The step a training run uses: (a checked CUDA-graph StaticStep, "cuda-graph") when the engine's plan
+    allows it and the check passes, else (None, "eager (why)") for the plain eager step."""
+    use_graph, path = engine.graph_plan()
+    if not use_graph:
+        return None, path
+    return checked_static_step(model, optimizer, engine, scaler, EpochSums(engine.device), label_smoothing,
+                               batches)
 
 
 def train_epoch(model, batches, optimizer, engine: Engine, scaler, scheduler=None,
@@ -725,11 +736,9 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
         torch.set_rng_state(state["cpu_rng"])
         history, seconds = state["history"], state["seconds"]
         print(f"resumed from {checkpoint} after epoch {len(history)}")
-    use_graph, path = engine.graph_plan()
-    step = None
-    if use_graph and len(history) < config["epochs"]:
-        step, path = checked_static_step(module, optimizer, engine, scaler, EpochSums(engine.device),
-                                         config.get("label_smoothing", 0.0), train)
+    step, path = None, engine.graph_plan()[1]
+    if len(history) < config["epochs"]:  # something left to train
+        step, path = training_step(module, optimizer, engine, scaler, config.get("label_smoothing", 0.0), train)
     last_save = time.perf_counter()
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         start = time.perf_counter()
@@ -859,16 +868,19 @@ class ResultsStore:
             quarantine(path, f"history unreadable ({type(error).__name__}); the experiment will be retrained")
             return None
 
-    def is_complete(self, name: str, config: dict, needs_weights: bool = False) -> bool:
-        """True when a finished (or diverged) result exists for exactly this configuration, with its history."""
+    def complete(self, name: str, config: dict, needs_weights: bool = False):
+        """(summary, history) when a finished (or diverged) result exists for exactly this configuration, with
+        its whole history (and its weights, with `needs_weights`); None otherwise."""
         summary = self.load(name)
         if summary is None or summary["config_hash"] != config_hash(config):
-            return False
+            return None
         if summary["epochs_completed"] != config["epochs"] and not summary.get("diverged"):
-            return False
+            return None
         history = self.history(name)
-        return (history is not None and len(history) == summary["epochs_completed"]
-                and (not needs_weights or summary.get("diverged") or self.path(name, ".pt").exists()))
+        if (history is None or len(history) != summary["epochs_completed"]
+                or (needs_weights and not summary.get("diverged") and not self.path(name, ".pt").exists())):
+            return None
+        return summary, history
 
     def save(self, name: str, summary: dict, history: list[dict]) -> None:
         import pandas as pd
@@ -962,9 +974,10 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     final evaluations use them exactly as saved. A run whose loss stops being finite is stored as diverged
     (with its epoch), is not tested, and keeps no weights. Returns the summary.
     """
-    if store.is_complete(name, config, needs_weights=keep_weights):
-        summary = store.load(name)
-        replay_log(name, summary, store.history(name), store.root)
+    stored = store.complete(name, config, needs_weights=keep_weights)
+    if stored is not None:
+        summary, history = stored
+        replay_log(name, summary, history, store.root)
         return summary
     digest = config_hash(config)
     checkpoint = store.checkpoint(f"{name}-{digest}")

@@ -78,8 +78,7 @@ def bench_engine(build, x, y, mean, std, device, args, graphs=False, whole_epoch
     the graph's warm-up, capture and check, and the allocator's growth. Returns None when the device cannot
     take the path (a CUDA graph on a CPU)."""
     engine = helpers.Engine.for_device(device, compile=args.compile, graphs=graphs)
-    use_graph, path = engine.graph_plan()
-    if graphs and not use_graph:
+    if graphs and not engine.graph_plan()[0]:
         return None
     model = build()
     module, scaler = engine.prepare(model), engine.scaler()
@@ -87,10 +86,7 @@ def bench_engine(build, x, y, mean, std, device, args, graphs=False, whole_epoch
     batches = helpers.Batches(x, y, BATCH, mean, std, device, shuffle=True, augment=True,
                               whole_epoch=whole_epoch)
     start = clock(device)
-    step = None
-    if use_graph:
-        step, path = helpers.checked_static_step(module, optimizer, engine, scaler,
-                                                 helpers.EpochSums(device), 0.0, batches)
+    step, path = helpers.training_step(module, optimizer, engine, scaler, 0.0, batches)
     helpers.train_epoch(module, batches, optimizer, engine, scaler, step=step)
     warmup = clock(device) - start
     start = clock(device)

@@ -28,6 +28,18 @@ def engine():
     return H.Engine.for_device("cpu")
 
 
+@pytest.fixture
+def counted(models):
+    """(build, built): an Option 1 factory that records each model it builds, i.e. each training run."""
+    built = []
+
+    def build():
+        built.append(1)
+        return models["option1"]()
+
+    return build, built
+
+
 def interrupt_after_two_epochs(models, tiny, engine, store):
     """A run stopped by an exception after its second epoch, with a checkpoint after every epoch."""
     def stop_after_two(epoch):
@@ -104,14 +116,9 @@ def test_a_truncated_checkpoint_is_moved_aside_and_training_starts_afresh(models
 
 
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
-def test_a_truncated_summary_or_history_is_retrained_never_skipped(models, tiny, engine, tmp_path, suffix):
+def test_a_truncated_summary_or_history_is_retrained_never_skipped(counted, tiny, engine, tmp_path, suffix):
     store = H.ResultsStore(tmp_path)
-    built = []
-
-    def build():
-        built.append(1)
-        return models["option1"]()
-
+    build, built = counted
     config = {**CONFIG, "epochs": 2}
     first = H.run_experiment("m", config, build, tiny, engine, store)
     path = store.path("m", suffix)
@@ -121,7 +128,7 @@ def test_a_truncated_summary_or_history_is_retrained_never_skipped(models, tiny,
     assert len(built) == 2
     assert path.with_name(path.name + ".corrupt").exists()
     assert again["test_acc"] == pytest.approx(first["test_acc"])
-    assert store.is_complete("m", config) and set(store.summaries()) == {"m"}
+    assert store.complete("m", config) is not None and set(store.summaries()) == {"m"}
 
 
 def test_a_diverging_run_stops_is_stored_as_diverged_and_is_served_as_such(models, tiny, engine, tmp_path,
@@ -191,14 +198,9 @@ def test_interrupted_run_resumes_where_it_stopped(models, tiny, engine, tmp_path
     assert not list((tmp_path / "b" / "checkpoints").iterdir())  # the checkpoint is gone once complete
 
 
-def test_complete_results_are_served_and_a_changed_config_retrains(models, tiny, engine, tmp_path):
+def test_complete_results_are_served_and_a_changed_config_retrains(counted, tiny, engine, tmp_path):
     store = H.ResultsStore(tmp_path)
-    built = []
-
-    def build():
-        built.append(1)
-        return models["option1"]()
-
+    build, built = counted
     config = {**CONFIG, "epochs": 1}
     first = H.run_experiment("m", config, build, tiny, engine, store)
     again = H.run_experiment("m", config, build, tiny, engine, store)
