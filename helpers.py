@@ -453,10 +453,14 @@ class StaticStep:
         self.labels.copy_(labels)
 
     def body(self) -> torch.Tensor:
+        """One step on the static buffers; returns the loss detached, so that no autograd graph outlives the
+        step: a captured graph kept alive by its loss would keep the capture stream's gradient accumulators,
+        and every later eager backward (the check, the epoch's last batch) would meet them on another stream
+        (PyTorch warns, and synchronises)."""
         loss, logits = train_step(self.model, self.images, self.labels, self.optimizer, self.engine,
                                   self.scaler, self.label_smoothing)
         self.sums.add(loss, logits, self.labels)
-        return loss
+        return loss.detach()
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One training step on a full batch; returns the loss tensor (overwritten by the next step)."""

@@ -175,6 +175,19 @@ def test_the_path_is_recorded_in_the_summary(models, data, tmp_path):
 
 # --- on a GPU ------------------------------------------------------------------------------------------
 
+def test_static_step_returns_a_detached_loss(data):
+    """No autograd graph outlives a static step (a captured one would pin the capture stream's gradient
+    accumulators, and later eager steps would meet them on another stream)."""
+    engine = H.Engine.for_device("cpu")
+    model = tiny_net()
+    optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9)
+    batches = batches_of(data, 512, 64)
+    step = H.StaticStep(model, optimizer, engine, engine.scaler(), H.EpochSums("cpu"), 0.0,
+                        batches.fixed_batches(1), capture=False)
+    loss = step(*batches.fixed_batches(1)[0])
+    assert torch.isfinite(loss) and not loss.requires_grad and loss.grad_fn is None
+
+
 @pytest.mark.cuda
 @cuda
 def test_replayed_steps_equal_eager_steps(models, data):
@@ -183,19 +196,24 @@ def test_replayed_steps_equal_eager_steps(models, data):
     engine.prepare(model)
     optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     batches = batches_of(data, 4096, 128, "cuda")
-    step, path = H.checked_static_step(model, optimizer, engine, engine.scaler(), H.EpochSums("cuda"), 0.0,
-                                       batches)
-    assert path == "cuda-graph" and step.graph is not None
-    # one more comparison, on augmented batches this time, from the same state
-    pairs = [next(iter(batches)) for _ in range(3)]
-    start = H.snapshot(model, optimizer)
-    before = [p.detach().clone() for p in model.parameters()]
-    replayed = [step(x, y).clone() for x, y in pairs]
-    after = [p.detach().clone() for p in model.parameters()]
-    H.restore(model, optimizer, start)
-    eager = [H.train_step(model, x, y, optimizer, engine, engine.scaler(), set_to_none=False)[0].detach()
-             for x, y in pairs]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step, path = H.checked_static_step(model, optimizer, engine, engine.scaler(), H.EpochSums("cuda"),
+                                           0.0, batches)
+        assert path == "cuda-graph" and step.graph is not None
+        # one more comparison, on augmented batches this time, from the same state
+        pairs = [next(iter(batches)) for _ in range(3)]
+        start = H.snapshot(model, optimizer)
+        before = [p.detach().clone() for p in model.parameters()]
+        replayed = [step(x, y).clone() for x, y in pairs]
+        after = [p.detach().clone() for p in model.parameters()]
+        H.restore(model, optimizer, start)
+        eager = [H.train_step(model, x, y, optimizer, engine, engine.scaler(), set_to_none=False)[0].detach()
+                 for x, y in pairs]
+    assert not any(r.requires_grad for r in replayed)
     assert H.compare_steps(replayed, eager, after, [p.detach() for p in model.parameters()], before) is None
+    # the eager steps beside the graph meet no gradient accumulator of the capture stream
+    assert not [str(w.message) for w in caught if "AccumulateGrad" in str(w.message)]
 
 
 @pytest.mark.cuda
