@@ -10,6 +10,9 @@ Both sides train the same images at batch size 128 with SGD (lr 0.01, momentum 0
           Three variants in the same run: eager; the training step replayed as a CUDA graph (checked against
           eager first); the graph with the whole epoch augmented in one pass. The graph variants need CUDA
           with bf16 and show n/a elsewhere. The fastest variant that ran gives the engine columns.
+          "replay-only" replays the captured step back to back on its static buffers: the GPU's own rate
+          for the step, against which the loop's rate shows how much the host (data preparation, schedule,
+          Python) costs.
   naive   the usual tutorial loop: PIL images through torchvision transforms in DataLoader workers, fp32,
           .to(device) per batch, loss.item() per batch.
 Reported per model: images/s and s/epoch (extrapolated to 45,000 images), speed-up, FLOPs per training image
@@ -93,10 +96,20 @@ def bench_engine(build, x, y, mean, std, device, args, graphs=False, whole_epoch
     for _ in range(args.epochs):
         helpers.train_epoch(module, batches, optimizer, engine, scaler, step=step)
     seconds = clock(device) - start
+    replay_ips = None
+    if step is not None and step.graph is not None:
+        # The same number of steps as the timed epochs, replayed back to back on the static buffers: no data
+        # preparation, no schedule, no Python between steps. What the GPU alone needs for a step, so that the
+        # gap to the loop's rate is the host's share.
+        steps = args.epochs * (len(x) // BATCH)
+        start = clock(device)
+        for _ in range(steps):
+            step.graph.replay()
+        replay_ips = steps * BATCH / (clock(device) - start)
     # Compile cost = what the first epoch took beyond a steady epoch; without --compile there is none.
     compile_s = max(0.0, warmup - seconds / args.epochs) if args.compile else None
     return {"seconds": seconds, "images": args.epochs * len(x), "compile_s": compile_s, "path": path,
-            "img/s": args.epochs * len(x) / seconds,
+            "img/s": args.epochs * len(x) / seconds, "replay img/s": replay_ips,
             "precision": str(engine.amp_dtype or torch.float32).replace("torch.", "")}
 
 
@@ -191,6 +204,7 @@ def main():
         rows.append({
             "model": NAMES.get(key, key), "params": helpers.count_parameters(build()),
             **{f"{label} img/s": t["img/s"] if t else None for label, t in timed.items()},
+            "replay-only img/s": (timed["graph"] or {}).get("replay img/s"),
             "naive img/s": n_ips, "fastest": best, "speed-up": e_ips / n_ips,
             "engine s/epoch": EPOCH_IMAGES / e_ips, "naive s/epoch": EPOCH_IMAGES / n_ips,
             "compile s": ran[best]["compile_s"],
@@ -202,7 +216,8 @@ def main():
               + f", naive {n_ips:.1f} img/s", flush=True)
 
     # Table strings: fixed digits, thousands separators, 'n/a' where there is no value (CPU, unknown GPU).
-    formats = {"params": ",", **{f"{label} img/s": ".1f" for label, _, _ in VARIANTS}, "naive img/s": ".1f",
+    formats = {"params": ",", **{f"{label} img/s": ".1f" for label, _, _ in VARIANTS},
+               "replay-only img/s": ".1f", "naive img/s": ".1f",
                "fastest": "", "speed-up": ".2f", "engine s/epoch": ".2f", "naive s/epoch": ".1f",
                "compile s": ".1f", "GFLOP/img": ".2f", "engine TFLOP/s": ".3f", "peak TFLOP/s": "g",
                "% of peak": ".1f"}
