@@ -197,11 +197,28 @@ def crop_flip(images: torch.Tensor, pad: int = 4, generator: torch.Generator | N
     return (out, dy, dx, flip) if return_params else out
 
 
+def cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None,
+           return_mask: bool = False):
+    """Cutout (DeVries & Taylor, 2017) for a whole batch of normalised images: a `size` x `size` square at a
+    uniformly random centre of each image is set to zero, i.e. to the training mean colour; near a border the
+    square is clipped. One mask on the device, no Python work per image. Returns the batch (and, with
+    return_mask, the (B, 1, H, W) mask of the zeroed pixels)."""
+    b, _, h, w = images.shape
+    dev = images.device
+    top = torch.randint(0, h, (b, 1, 1), device=dev, generator=generator) - size // 2
+    left = torch.randint(0, w, (b, 1, 1), device=dev, generator=generator) - size // 2
+    ys, xs = torch.arange(h, device=dev).view(1, h, 1), torch.arange(w, device=dev).view(1, 1, w)
+    mask = ((ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)).unsqueeze(1)
+    out = images.masked_fill(mask, 0.0).contiguous(memory_format=torch.channels_last)
+    return (out, mask) if return_mask else out
+
+
 class Batches:
     """Mini-batches of a dataset held on the device as uint8.
 
     Each batch is shuffled (optional), augmented (optional: crop_flip), converted to float and normalised on
-    the device, and laid out channels_last. The random state lives in one generator on the device, so that it
+    the device, and laid out channels_last; with `cutout` > 0, a square of that size is then blanked in each
+    augmented image (`cutout`). The random state lives in one generator on the device, so that it
     can be saved in a checkpoint and restored (`state_dict` / `load_state_dict`).
 
     `whole_epoch=True` augments and normalises the whole shuffled epoch in one pass at the start of the epoch
@@ -211,10 +228,12 @@ class Batches:
     """
 
     def __init__(self, x, y, batch_size: int, mean, std, device, shuffle: bool = False,
-                 augment: bool = False, pad: int = 4, seed: int = 0, whole_epoch: bool = False):
+                 augment: bool = False, pad: int = 4, seed: int = 0, whole_epoch: bool = False,
+                 cutout: int = 0):
         self.x = x.to(device)
         self.y = y.to(device)
         self.batch_size, self.shuffle, self.augment, self.pad = batch_size, shuffle, augment, pad
+        self.cutout = cutout
         self.whole_epoch = whole_epoch
         self.mean = (torch.as_tensor(mean, dtype=torch.float32) * 255).view(1, 3, 1, 1).to(device)
         self.std = (torch.as_tensor(std, dtype=torch.float32) * 255).view(1, 3, 1, 1).to(device)
@@ -231,9 +250,10 @@ class Batches:
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> what the model sees: augmented (when asked) and normalised."""
-        if self.augment:
-            images = crop_flip(images, self.pad, self.generator)
-        return self.normalise(images)
+        if not self.augment:
+            return self.normalise(images)
+        images = self.normalise(crop_flip(images, self.pad, self.generator))
+        return cutout(images, self.cutout, self.generator) if self.cutout else images
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, size = len(self.x), self.batch_size
@@ -990,7 +1010,7 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     batch_size = config["batch_size"]
     train_x, train_y = getattr(data, train_split)
     train = Batches(train_x, train_y, batch_size, data.mean, data.std, engine.device, shuffle=True,
-                    augment=True, pad=config.get("pad", 4), seed=config["seed"])
+                    augment=True, pad=config.get("pad", 4), seed=config["seed"], cutout=config.get("cutout", 0))
     val = Batches(*data.val, 1024, data.mean, data.std, engine.device) if train_split == "train" else None
     final, history, seconds, path = fit(model, train, val, config, engine, checkpoint, checkpoint_seconds,
                                         on_epoch_end=on_epoch_end)
@@ -1167,6 +1187,73 @@ def final_model_line(summaries: dict[str, dict]) -> str | None:
             f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs)}), final epoch{views}, "
             f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on "
             f"{seeds[0]['device']}{left_out}")
+
+
+SWEEP_BASE = "starting recipe"  # the sweep tables' label of the final recipe's base run ("final validation")
+
+
+def validation_score(summary: dict) -> tuple[float, bool]:
+    """A tuning run's final validation accuracy as a recipe would use it: the better of plain and test-time
+    augmented (when measured), and whether that is the augmented one. NaN for a diverged run."""
+    if summary.get("diverged") or summary.get("final_val_acc") is None:
+        return float("nan"), False
+    plain, views = summary["final_val_acc"], summary.get("final_val_acc_tta")
+    return (views, True) if views is not None and views > plain else (plain, False)
+
+
+def combine_changes(changes: dict[str, dict], runs: dict[str, dict], base: str) -> tuple[str, dict] | None:
+    """The second round of a one-change-at-a-time sweep: every change that beat `base` on validation, merged
+    into one (where two changes set the same key, the better one's value), as (label, change); None unless
+    at least two changes merge. `changes` holds the change of every label of `runs`."""
+    floor = validation_score(runs[base])[0]
+    better = sorted((label for label in runs if label != base and validation_score(runs[label])[0] > floor),
+                    key=lambda label: -validation_score(runs[label])[0])
+    merged, labels = {}, []
+    for label in better:  # best first: a key already set keeps the better change's value
+        if not set(changes[label]) & set(merged):
+            merged.update(changes[label])
+            labels.append(label)
+    return (" + ".join(labels), merged) if len(labels) >= 2 else None
+
+
+def choose_recipe(runs: dict[str, dict], changes: dict[str, dict]) -> tuple[str, dict]:
+    """The run with the best final validation accuracy (`validation_score`; diverged runs never win) and its
+    change to the base recipe, with "tta" set to whether test-time augmentation scored higher for it."""
+    scored = {label: validation_score(run) for label, run in runs.items()}
+    usable = [label for label, (score, _) in scored.items() if math.isfinite(score)]
+    if not usable:
+        raise ValueError("every tuning run diverged: no recipe to choose")
+    best = max(usable, key=lambda label: scored[label][0])
+    return best, {**changes[best], "tta": scored[best][1]}
+
+
+def sweep_table(runs: dict[str, dict]):
+    """One row per tuning run (trained on the 45k split, scored on validation only): parameters, epochs,
+    training time, final validation accuracy without and with test-time augmentation, and the change in
+    points of the better of the two against the first row (the base recipe)."""
+    import pandas as pd
+
+    base = validation_score(next(iter(runs.values())))[0]
+    rows = []
+    for label, s in runs.items():
+        score = validation_score(s)[0]
+        rows.append({
+            "configuration": label, "trainable params": f"{s['trainable_params']:,}",
+            "epochs": s["epochs_completed"], "train time (s)": round(s["train_seconds"], 1),
+            "val acc (%)": accuracy_text(s, "final_val_acc"),
+            "val acc, TTA (%)": accuracy_text(s, "final_val_acc_tta"),
+            "change (points)": f"{100 * (score - base):+.2f}" if math.isfinite(score) else "",
+        })
+    return pd.DataFrame(rows).set_index("configuration")
+
+
+def sweep_runs(summaries: dict[str, dict]) -> dict[str, dict]:
+    """The tuning runs of the final recipe in a results store, labelled as in the notebook: the base recipe
+    ("final validation") first, then each "final sweep - <change>" in name order."""
+    runs = {SWEEP_BASE: summaries["final validation"]} if "final validation" in summaries else {}
+    prefix = "final sweep - "
+    runs.update({name[len(prefix):]: s for name, s in summaries.items() if name.startswith(prefix)})
+    return runs
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -1355,6 +1442,10 @@ def readme_results(results_dir: str | Path = "results") -> str:
         note = (" These numbers come from tiny subsets and one or two epochs: they show that the code runs, "
                 "nothing about the models." if folder != root else "")
         parts.append(f"**{title}** (`{folder}/`).{note}\n\n{markdown_table(results_table(six))}")
+        runs = sweep_runs(summaries)
+        if runs:
+            parts.append("Going further, the recipe tuned on the 45k split and scored on validation only:\n\n"
+                         + markdown_table(sweep_table(runs)))
         line = final_model_line(summaries)
         if line:
             parts.append(f"Going further: {line}.")

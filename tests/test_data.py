@@ -79,6 +79,41 @@ def test_augmentation_changes_images(raw):
     assert changed > 0.95  # only the unshifted, unflipped draws (1/162) stay the same
 
 
+def test_cutout_blanks_one_clipped_square_per_image():
+    """Each image loses exactly one axis-aligned rectangle: the size x size square around a uniform centre,
+    clipped at the borders (sides from size/2 to size), and nothing else changes."""
+    size, n = 12, 4000
+    images = torch.ones(n, 3, 32, 32)
+    out, mask = H.cutout(images, size, torch.Generator().manual_seed(5), return_mask=True)
+    assert out.shape == images.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out == 0, mask.expand_as(out))  # zero exactly where the mask is, in every channel
+    rows, cols = mask[:, 0].any(2), mask[:, 0].any(1)  # (n, 32) each
+    assert torch.equal(mask[:, 0], rows[:, :, None] & cols[:, None, :])  # a rectangle
+    heights, widths = rows.sum(1), cols.sum(1)
+    for sides in (heights, widths):
+        # contiguous runs, sides between 6 (centre on a border) and 12, and both extremes occur
+        assert sides.min() == size // 2 and sides.max() == size
+        first = rows.float().argmax(1) if sides is heights else cols.float().argmax(1)
+        last = 31 - (rows if sides is heights else cols).flip(1).float().argmax(1)
+        assert torch.equal(last - first + 1, sides)
+    # the mean side over uniform centres 0..31: min(31, c + 5) - max(0, c - 6) + 1
+    expected = sum(min(31, c + 5) - max(0, c - 6) + 1 for c in range(32)) / 32
+    assert abs(heights.float().mean() - expected) < 0.2 and abs(widths.float().mean() - expected) < 0.2
+
+
+def test_batches_with_cutout_blank_squares_and_without_it_draw_nothing_more(raw):
+    x, y = raw["train_x"][:256], raw["train_y"][:256]
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    plain = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, augment=True, seed=6)
+    off = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, augment=True, seed=6, cutout=0)
+    on = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, augment=True, seed=6, cutout=8)
+    for (a, la), (b, lb), (c, lc) in zip(plain, off, on):
+        assert torch.equal(a, b) and torch.equal(la, lb) and torch.equal(la, lc)
+        blank = (c == 0).all(1).flatten(1).sum(1)  # pixels zero in all three channels
+        assert (blank >= 16).all() and (blank <= 64 + (a == 0).all(1).flatten(1).sum(1)).all()
+        assert not torch.equal(a, c)
+
+
 @pytest.mark.parametrize("whole_epoch", [False, True])
 def test_batches_keep_labels_with_their_images(whole_epoch):
     """Image k is filled with the value 10 + k: after shuffling, cropping and flipping, the centre pixel still

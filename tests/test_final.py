@@ -1,5 +1,6 @@
 """The 'Going further' machinery: test-time augmentation, weight averaging, a learning run, the reload check."""
 import copy
+import math
 
 import pytest
 import torch
@@ -106,3 +107,61 @@ def test_reload_reproduces_the_stored_accuracy(models, data, tmp_path):
     test = H.Batches(*small.test, 1024, data.mean, data.std, "cpu")
     assert H.evaluate(reloaded, test, engine, tta=True)["acc"] == pytest.approx(summary["test_acc"], abs=1e-9)
     assert "best_val_acc" not in summary  # trained on train+val: no validation score to report
+
+
+# --- choosing the final recipe on validation --------------------------------------------------------
+
+def tuning_run(plain, views=None, diverged=False):
+    """A tuning run's summary with the fields the selection reads."""
+    if diverged:
+        return {"diverged": True, "diverged_epoch": 3, "final_val_acc": None, "trainable_params": 10,
+                "epochs_completed": 3, "train_seconds": 1.0}
+    run = {"diverged": False, "final_val_acc": plain, "trainable_params": 10, "epochs_completed": 40,
+           "train_seconds": 20.0}
+    if views is not None:
+        run["final_val_acc_tta"] = views
+    return run
+
+
+def test_the_recipe_is_the_best_on_validation_with_the_better_evaluation():
+    runs = {"base": tuning_run(0.940, 0.945), "cutout": tuning_run(0.948, 0.946), "wide": tuning_run(0.941, 0.950),
+            "broken": tuning_run(None, diverged=True)}
+    changes = {"base": {}, "cutout": {"cutout": 12}, "wide": {"widths": [80, 160, 320, 384]},
+               "broken": {"lr": 9.0}}
+    assert H.validation_score(runs["cutout"]) == (0.948, False)
+    assert H.validation_score(runs["wide"]) == (0.950, True)
+    assert math.isnan(H.validation_score(runs["broken"])[0])
+    assert H.choose_recipe(runs, changes) == ("wide", {"widths": [80, 160, 320, 384], "tta": True})
+    runs["wide"] = tuning_run(0.930, 0.931)
+    assert H.choose_recipe(runs, changes) == ("cutout", {"cutout": 12, "tta": False})
+    with pytest.raises(ValueError):
+        H.choose_recipe({"broken": runs["broken"]}, changes)
+
+
+def test_the_improving_changes_are_merged_once_per_setting():
+    runs = {"base": tuning_run(0.940), "cutout": tuning_run(0.946), "ls 0.1": tuning_run(0.943),
+            "no ls": tuning_run(0.945), "60 epochs": tuning_run(0.944), "no ema": tuning_run(0.930),
+            "broken": tuning_run(None, diverged=True)}
+    changes = {"base": {}, "cutout": {"cutout": 12}, "ls 0.1": {"label_smoothing": 0.1},
+               "no ls": {"label_smoothing": 0.0}, "60 epochs": {"epochs": 60}, "no ema": {"ema_decay": 0.0},
+               "broken": {"lr": 9.0}}
+    label, merged = H.combine_changes(changes, runs, "base")
+    # best first; label smoothing 0.0 beat 0.1, so 0.1 is left out; the worse and the diverged runs too
+    assert label == "cutout + no ls + 60 epochs"
+    assert merged == {"cutout": 12, "label_smoothing": 0.0, "epochs": 60}
+    only_one = {k: runs[k] for k in ("base", "cutout", "no ema")}
+    assert H.combine_changes(changes, only_one, "base") is None  # nothing to combine
+
+
+def test_sweep_table_and_store_labels():
+    summaries = {"final seed 0": {"name": "final seed 0"}, "final validation": tuning_run(0.940, 0.945),
+                 "final sweep - cutout 12 px": tuning_run(0.948, 0.946),
+                 "final sweep - no EMA": tuning_run(None, diverged=True)}
+    runs = H.sweep_runs(summaries)
+    assert list(runs) == ["starting recipe", "cutout 12 px", "no EMA"]
+    table = H.sweep_table(runs)
+    assert table.loc["starting recipe", "change (points)"] == "+0.00"
+    assert table.loc["cutout 12 px", "change (points)"] == "+0.30"
+    assert table.loc["cutout 12 px", "val acc, TTA (%)"] == "94.60"
+    assert table.loc["no EMA", "val acc (%)"] == "diverged at epoch 3"
+    assert table.loc["no EMA", "change (points)"] == ""

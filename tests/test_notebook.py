@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import helpers as H
 from conftest import NOTEBOOK, ROOT, require
 
 FIGURES = [f"model {a} and {b} val acc and loss.jpg" for a, b in [(1, 2), (1, 3), (2, 4), (3, 4), (3, 5), (5, 6)]]
@@ -46,7 +47,9 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(executed):
     # the environment table, refreshed by the last cell, names the path each run's training step took
     tables = ["".join(o["data"]["text/plain"]) for c in notebook["cells"] for o in c.get("outputs", [])
               if "environment" in "".join(o.get("data", {}).get("text/plain", ""))]
-    assert len(tables) == 1 and "eager (no CUDA device) (10 runs)" in tables[0] and "planned" not in tables[0]
+    runs = len(json.loads((executed / "results" / "quick" / "summary.json").read_text()))
+    assert len(tables) == 1 and f"eager (no CUDA device) ({runs} runs)" in tables[0]
+    assert "planned" not in tables[0]
 
 
 def test_quick_run_writes_figures_tables_and_results(executed):
@@ -57,8 +60,22 @@ def test_quick_run_writes_figures_tables_and_results(executed):
     index = json.loads((results / "summary.json").read_text())
     expected = {f"model {i}" for i in range(1, 7)} | {"final validation", "final seed 0", "final seed 1",
                                                        "final seed 2"}
-    assert set(index) == expected
+    sweep = {f"final sweep - {label}" for label in ("cutout 12 px", "2 epochs", "widths 80-160-320-384",
+                                                     "label smoothing 0.1", "no label smoothing",
+                                                     "no weight averaging")}
+    combined = set(index) - expected - sweep  # the second round, when two changes or more helped
+    assert expected | sweep <= set(index) and len(combined) <= 1
+    assert all(name.startswith("final sweep - ") and " + " in name for name in combined)
     assert (results / "model 6.pt").exists() and (results / "final seed 0.pt").exists()
+    # the recipe is chosen on validation only: no tuning run was tested; the seeds use the best one's config
+    tuning = H.sweep_runs(index)
+    assert len(tuning) == 1 + len(sweep | combined)
+    assert all("test_acc" not in run and run["train_images"] == 256 for run in tuning.values())
+    best = max(tuning.values(), key=lambda run: H.validation_score(run)[0])
+    for k in range(3):
+        seed = index[f"final seed {k}"]
+        assert {**seed["config"], "seed": 0, "tta": None} == {**best["config"], "seed": 0, "tta": None}
+        assert seed["tta"] == seed["config"]["tta"] == H.validation_score(best)[1]
     assert all(s["config"]["quick"] for s in index.values())
     # model 5 used the learning rate of the better of models 3 and 4 on validation
     better = max(("model 3", "model 4"), key=lambda n: index[n]["final_val_acc"])
@@ -69,7 +86,8 @@ def test_rerun_with_complete_results_serves_them(executed, data_dir):
     """A second Run all finds every result complete, trains nothing, and prints the stored logs, marked."""
     run_quick(executed / "run.ipynb", executed / "again.ipynb", executed, data_dir, timeout=300)
     lines = printed(executed / "again.ipynb")
-    assert sum(": read from " in line for line in lines) == 10
+    runs = len(json.loads((executed / "results" / "quick" / "summary.json").read_text()))
+    assert sum(": read from " in line for line in lines) == runs
     assert not [line for line in lines if line.startswith("epoch")]  # nothing trained
     first = printed(executed / "run.ipynb")
     assert [line[2:] for line in lines if line.startswith("| epoch")] == [
