@@ -722,6 +722,15 @@ def read_checkpoint(path: Path) -> dict | None:
         return None
 
 
+def joined_path(before: str | None, now: str, training: bool) -> str:
+    """The training-step path of a run that may have been resumed: `before` is what its checkpoint recorded
+    (None for a fresh run or an older checkpoint), `now` the path this session takes while `training`.
+    A run resumed on another path records both, in order ("cuda-graph, then eager (...)")."""
+    if before is None or before.split(", then ")[-1] == now:
+        return before or now
+    return f"{before}, then {now}" if training else before
+
+
 def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, engine: Engine,
         checkpoint: Path | None = None, checkpoint_seconds: float = 20.0, log_every: int = 10,
         on_epoch_end: Callable[[int], None] | None = None) -> FitResult:
@@ -729,8 +738,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
 
     config keys: epochs, lr, momentum, weight_decay, nesterov, schedule, warmup, label_smoothing, ema_decay.
     At the end of an epoch, when `checkpoint_seconds` have passed since the last one, a checkpoint is written
-    (model, optimizer, schedule, scaler, EMA, data order, CPU random state and the history): a later call with
-    the same path resumes after that epoch. (Saving ~40 MB after each of the 600 one-second epochs of a GPU
+    (model, optimizer, schedule, scaler, EMA, data order, CPU random state, the history and the training-step
+    path so far): a later call with the same path resumes after that epoch. (Saving ~40 MB after each of the 600 one-second epochs of a GPU
     run would cost about as much as ten epochs; after every epoch that takes 20 s or more it is free.)
     The training step runs as a CUDA graph when `engine.graph_plan()` allows it and the graph passes its
     check against eager steps (`checked_static_step`). A non-finite training or validation loss ends the run
@@ -763,6 +772,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     step, path = None, engine.graph_plan()[1]
     if len(history) < config["epochs"]:  # something left to train
         step, path = training_step(module, optimizer, engine, scaler, config.get("label_smoothing", 0.0), train)
+    path = joined_path(state.get("path") if state is not None else None, path, len(history) < config["epochs"])
     last_save = time.perf_counter()
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         start = time.perf_counter()
@@ -787,7 +797,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                      "batches": train.state_dict(), "ema": ema.state_dict() if ema else None,
-                     "cpu_rng": torch.get_rng_state(), "history": history, "seconds": seconds}
+                     "cpu_rng": torch.get_rng_state(), "history": history, "seconds": seconds, "path": path}
             atomic_write(checkpoint, lambda target: torch.save(state, target))
         if on_epoch_end is not None:
             on_epoch_end(epoch)

@@ -198,6 +198,24 @@ def test_interrupted_run_resumes_where_it_stopped(models, tiny, engine, tmp_path
     assert not list((tmp_path / "b" / "checkpoints").iterdir())  # the checkpoint is gone once complete
 
 
+def test_a_run_resumed_on_another_path_records_both(models, tiny, engine, tmp_path):
+    """The checkpoint carries the training-step path so far: a run begun with CUDA graphs and finished on the
+    CPU says so, and a run resumed on the same path names it once."""
+    for first, expected in (("cuda-graph", "cuda-graph, then eager (no CUDA device)"),
+                            (None, "eager (no CUDA device)")):
+        store = H.ResultsStore(tmp_path / str(first))
+        interrupt_after_two_epochs(models, tiny, engine, store)
+        (checkpoint,) = (store.root / "checkpoints").iterdir()
+        state = torch.load(checkpoint, weights_only=False)
+        assert state["path"] == "eager (no CUDA device)"
+        if first is not None:
+            state["path"] = first  # as if the first two epochs had run on a GPU
+            torch.save(state, checkpoint)
+        assert H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)["path"] == expected
+    assert H.joined_path("cuda-graph", "eager (GRAPHS=False)", training=False) == "cuda-graph"
+    assert H.joined_path("a, then b", "b", training=True) == "a, then b"
+
+
 def test_complete_results_are_served_and_a_changed_config_retrains(counted, tiny, engine, tmp_path):
     store = H.ResultsStore(tmp_path)
     build, built = counted
