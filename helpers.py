@@ -739,8 +739,9 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     config keys: epochs, lr, momentum, weight_decay, nesterov, schedule, warmup, label_smoothing, ema_decay.
     At the end of an epoch, when `checkpoint_seconds` have passed since the last one, a checkpoint is written
     (model, optimizer, schedule, scaler, EMA, data order, CPU random state, the history and the training-step
-    path so far): a later call with the same path resumes after that epoch. (Saving ~40 MB after each of the 600 one-second epochs of a GPU
-    run would cost about as much as ten epochs; after every epoch that takes 20 s or more it is free.)
+    path so far): a later call with the same checkpoint file resumes after that epoch. (Saving ~40 MB after
+    each of the 600 one-second epochs of a GPU run would cost about as much as ten epochs; after every epoch
+    that takes 20 s or more it is free.)
     The training step runs as a CUDA graph when `engine.graph_plan()` allows it and the graph passes its
     check against eager steps (`checked_static_step`). A non-finite training or validation loss ends the run
     at that epoch (`is_diverged`).
@@ -770,9 +771,10 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
         history, seconds = state["history"], state["seconds"]
         print(f"resumed from {checkpoint} after epoch {len(history)}")
     step, path = None, engine.graph_plan()[1]
-    if len(history) < config["epochs"]:  # something left to train
+    training = len(history) < config["epochs"]  # something left to train
+    if training:
         step, path = training_step(module, optimizer, engine, scaler, config.get("label_smoothing", 0.0), train)
-    path = joined_path(state.get("path") if state is not None else None, path, len(history) < config["epochs"])
+    path = joined_path(state.get("path") if state is not None else None, path, training)
     last_save = time.perf_counter()
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         start = time.perf_counter()
@@ -1200,6 +1202,7 @@ def final_model_line(summaries: dict[str, dict]) -> str | None:
 
 
 SWEEP_BASE = "starting recipe"  # the sweep tables' label of the final recipe's base run ("final validation")
+SWEEP_PREFIX = "final sweep - "  # a tuning run of the final recipe is stored as SWEEP_PREFIX + its label
 
 
 def validation_score(summary: dict) -> tuple[float, bool]:
@@ -1259,10 +1262,9 @@ def sweep_table(runs: dict[str, dict]):
 
 def sweep_runs(summaries: dict[str, dict]) -> dict[str, dict]:
     """The tuning runs of the final recipe in a results store, labelled as in the notebook: the base recipe
-    ("final validation") first, then each "final sweep - <change>" in name order."""
+    ("final validation") first, then each SWEEP_PREFIX + <change> in name order."""
     runs = {SWEEP_BASE: summaries["final validation"]} if "final validation" in summaries else {}
-    prefix = "final sweep - "
-    runs.update({name[len(prefix):]: s for name, s in summaries.items() if name.startswith(prefix)})
+    runs.update({name[len(SWEEP_PREFIX):]: s for name, s in summaries.items() if name.startswith(SWEEP_PREFIX)})
     return runs
 
 
