@@ -334,8 +334,9 @@ class Engine:
 
     On CUDA: channels_last, bf16 autocast where the GPU supports it (Ampere and newer), else fp16 autocast
     with a gradient scaler (a T4); optional torch.compile; with bf16, the training step of full batches
-    captured once as a CUDA graph and replayed (`graphs`: None = automatic, True/False to force). On the
-    CPU: plain fp32, eager.
+    captured once as a CUDA graph and replayed (`graphs`: None = automatic, True/False to force), compiled or
+    not: the compiled kernels are built during the graph's warm-up steps and captured like eager ones, and the
+    same check against eager steps decides. On the CPU: plain fp32, eager.
     """
 
     device: torch.device
@@ -392,9 +393,7 @@ class Engine:
             return False, "eager (no CUDA device)"
         if self.amp_dtype != torch.bfloat16:
             return False, "eager (fp16 needs a gradient scaler, whose inf checks are not graph-safe)"
-        if self.compile:
-            return False, "eager (torch.compile manages the model's kernels)"
-        return True, "cuda-graph"
+        return True, "cuda-graph"  # with torch.compile too: its kernels are captured like eager ones
 
 
 def train_step(model, images, labels, optimizer, engine: Engine, scaler, label_smoothing: float = 0.0,
@@ -634,13 +633,22 @@ class ModelEMA:
 
     Updated every `every` optimizer steps (fewer small kernels). The decay warms up as
     d = min(decay, (1 + n) / (10 + n)) after n updates, so that a short run is not dominated by the random
-    initial weights. Buffers (BatchNorm running statistics) are copied, not averaged."""
+    initial weights.
 
-    def __init__(self, model: nn.Module, decay: float = 0.99, every: int = 5):
+    `buffers="average"`: the floating-point buffers (BatchNorm running statistics) are averaged with the same
+    decay, so that the statistics the averaged network normalises with belong to the same stretch of training
+    as its weights; integer buffers (batch counters) are copied. `buffers="copy"` copies every buffer from
+    the live model, as the first sweep of the final recipe did: the live model's statistics then normalise
+    averaged weights they were not measured with, which costs accuracy when the weights move fast (measured
+    on the GPU: `results/exploration/`)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.99, every: int = 5, buffers: str = "average"):
+        if buffers not in ("average", "copy"):
+            raise ValueError(f"buffers must be 'average' or 'copy', not {buffers!r}")
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self.decay, self.every, self.steps = decay, every, 0
+        self.decay, self.every, self.steps, self.buffers = decay, every, 0, buffers
 
     def current_decay(self) -> float:
         updates = self.steps // self.every
@@ -655,9 +663,13 @@ class ModelEMA:
         model = getattr(model, "_orig_mod", model)  # the module behind torch.compile
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1 - self.current_decay())
+        weight = 1 - self.current_decay()
+        torch._foreach_lerp_(ema_params, params, weight)
         for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
+            if self.buffers == "average" and ema_buffer.is_floating_point():
+                ema_buffer.lerp_(buffer, weight)
+            else:
+                ema_buffer.copy_(buffer)
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "steps": self.steps}
@@ -736,7 +748,9 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
         on_epoch_end: Callable[[int], None] | None = None) -> FitResult:
     """Train `model` for config["epochs"] epochs and return a FitResult.
 
-    config keys: epochs, lr, momentum, weight_decay, nesterov, schedule, warmup, label_smoothing, ema_decay.
+    config keys: epochs, lr, momentum, weight_decay, nesterov, schedule, warmup, label_smoothing, ema_decay,
+    ema_buffers ("average" or "copy"; a config without the key means "copy", how every stored run made before
+    the key existed was trained, so that a stored result keeps meaning what its config says).
     At the end of an epoch, when `checkpoint_seconds` have passed since the last one, a checkpoint is written
     (model, optimizer, schedule, scaler, EMA, data order, CPU random state, the history and the training-step
     path so far): a later call with the same checkpoint file resumes after that epoch. (Saving ~40 MB after
@@ -754,7 +768,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     scheduler = make_scheduler(optimizer, config.get("schedule", "constant"), config["epochs"], len(train),
                                config.get("warmup", 0.0))
     scaler = engine.scaler()
-    ema = ModelEMA(model, config["ema_decay"]) if config.get("ema_decay") else None
+    ema = (ModelEMA(model, config["ema_decay"], buffers=config.get("ema_buffers", "copy"))
+           if config.get("ema_decay") else None)
     history: list[dict] = []
     seconds = 0.0
     state = read_checkpoint(checkpoint) if checkpoint is not None else None
@@ -1194,7 +1209,8 @@ def final_model_line(summaries: dict[str, dict]) -> str | None:
     left_out = f"; left out: {'; '.join(diverged)}" if diverged else ""
     mean, std = mean_and_std(accs)
     views = ", test-time augmentation" if seeds[0].get("tta") else ""
-    return (f"FastResNet, {seeds[0]['trainable_params']:,} parameters, {seeds[0]['config']['epochs']} epochs on "
+    epochs = seeds[0]["config"]["epochs"]
+    return (f"FastResNet, {seeds[0]['trainable_params']:,} parameters, {epochs} epoch{'s' * (epochs != 1)} on "
             f"{seeds[0]['train_images']:,} images: test accuracy {mean:.2f} +- {std:.2f}% over "
             f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs)}), final epoch{views}, "
             f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on "
@@ -1262,10 +1278,32 @@ def sweep_table(runs: dict[str, dict]):
 
 def sweep_runs(summaries: dict[str, dict]) -> dict[str, dict]:
     """The tuning runs of the final recipe in a results store, labelled as in the notebook: the base recipe
-    ("final validation") first, then each SWEEP_PREFIX + <change> in name order."""
+    ("final validation") first, then each SWEEP_PREFIX + <change> in the order they were trained (their
+    summaries' dates; name order among undated ones), so that the combined round comes last, as in the
+    notebook's table."""
     runs = {SWEEP_BASE: summaries["final validation"]} if "final validation" in summaries else {}
-    runs.update({name[len(SWEEP_PREFIX):]: s for name, s in summaries.items() if name.startswith(SWEEP_PREFIX)})
+    tried = [(name, s) for name, s in summaries.items() if name.startswith(SWEEP_PREFIX)]
+    runs.update({name[len(SWEEP_PREFIX):]: s for name, s in by_date(tried)})
     return runs
+
+
+def by_date(named: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """(name, summary) pairs in training order: by the summaries' dates, keeping the given order among equal
+    or missing dates."""
+    return sorted(named, key=lambda item: item[1].get("date", ""))
+
+
+def exploration_table(path: str | Path = "results/exploration/summary.json") -> str | None:
+    """README's table of the exploration runs made outside the notebook (benchmarks/exploration.py), in
+    training order, or None when there are none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    runs = dict(by_date(list(json.loads(path.read_text()).items())))
+    cards = sorted({s.get("device", "?") for s in runs.values()})
+    return (f"Exploration outside the notebook (`benchmarks/exploration.py`, on {', '.join(cards)}), trained on "
+            f"the 45k split and scored on validation only, to plan the next sweep; change against its first "
+            f"row:\n\n{markdown_table(sweep_table(runs))}")
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -1461,6 +1499,9 @@ def readme_results(results_dir: str | Path = "results") -> str:
         line = final_model_line(summaries)
         if line:
             parts.append(f"Going further: {line}.")
+        explored = exploration_table(folder / "exploration" / "summary.json") if folder == root else None
+        if explored:
+            parts.append(explored)
     return "\n\n".join(parts)
 
 

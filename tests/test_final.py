@@ -51,6 +51,7 @@ def test_weight_average_follows_its_formula():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     ema = H.ModelEMA(model, decay=0.9, every=2)
     expected = [p.detach().clone() for p in model.parameters()]
+    expected_mean = model[1].running_mean.clone()
     for step in range(1, 41):
         with torch.no_grad():
             for p in model.parameters():
@@ -61,9 +62,13 @@ def test_weight_average_follows_its_formula():
             updates = step // 2
             d = min(0.9, (1 + updates) / (10 + updates))
             expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
+            expected_mean = d * expected_mean + (1 - d) * model[1].running_mean
     for e, p in zip(expected, ema.module.parameters()):
         assert torch.allclose(e, p, atol=1e-5)
-    assert torch.equal(ema.module[1].running_mean, model[1].running_mean)  # buffers copied, not averaged
+    # the running statistics are averaged like the weights (they lag the live model's), the counter copied
+    assert torch.allclose(ema.module[1].running_mean, expected_mean, atol=1e-5)
+    assert not torch.allclose(ema.module[1].running_mean, model[1].running_mean)
+    assert torch.equal(ema.module[1].num_batches_tracked, model[1].num_batches_tracked)
     assert ema.current_decay() == pytest.approx(21 / 30)  # still warming up after 20 updates
     assert not any(p.requires_grad for p in ema.module.parameters())
 
@@ -75,6 +80,36 @@ def test_weight_average_state_round_trip():
     other = H.ModelEMA(copy.deepcopy(model), decay=0.5, every=1)
     other.load_state_dict(ema.state_dict())
     assert other.steps == 1 and torch.equal(other.module.weight, ema.module.weight)
+
+
+def test_weight_average_can_copy_buffers_as_the_first_sweep_did():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    ema = H.ModelEMA(model, decay=0.9, every=1, buffers="copy")
+    for _ in range(5):
+        with torch.no_grad():
+            model[1].running_mean.add_(1.0)
+        ema.update(model)
+    assert torch.equal(ema.module[1].running_mean, model[1].running_mean)
+    with pytest.raises(ValueError):
+        H.ModelEMA(model, buffers="mean")
+
+
+@pytest.mark.parametrize("key, averaged", [({}, False), ({"ema_buffers": "copy"}, False),
+                                           ({"ema_buffers": "average"}, True)])
+def test_fit_averages_statistics_only_when_the_config_says_so(key, averaged):
+    """A config without "ema_buffers" trains as every stored run made before the key existed (copied
+    statistics), so that a served result and a retrained one mean the same thing."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (80, 3, 32, 32), dtype=torch.uint8)  # 2 epochs of 5 steps: the average's
+    y = torch.randint(0, 10, (80,))                                   # last update is the last step
+    train = H.Batches(x, y, 16, torch.full((3,), 0.5), torch.full((3,), 0.25), "cpu", shuffle=True)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(10))
+    model(torch.zeros(2, 3, 32, 32))  # materialise the lazy layer before the average copies the model
+    config = final_config(epochs=2, batch_size=16, **key)
+    final, _, _, _ = H.fit(model, train, None, {**config, "ema_decay": 0.5}, H.Engine.for_device("cpu"))
+    assert final is not model
+    same = torch.equal(final[1].running_mean, model[1].running_mean)
+    assert same != averaged
 
 
 def final_config(**changes):
@@ -159,6 +194,10 @@ def test_sweep_table_and_store_labels():
                  "final sweep - no EMA": tuning_run(None, diverged=True)}
     runs = H.sweep_runs(summaries)
     assert list(runs) == ["starting recipe", "cutout 12 px", "no EMA"]
+    # in training order: a combined round trained last comes last, whatever its name
+    dated = {**summaries, "final sweep - a + b": {**tuning_run(0.95), "date": "2026-11-26T17:47:00+00:00"},
+             "final sweep - z": {**tuning_run(0.94), "date": "2026-11-26T17:44:00+00:00"}}
+    assert list(H.sweep_runs(dated))[-2:] == ["z", "a + b"]
     table = H.sweep_table(runs)
     assert table.loc["starting recipe", "change (points)"] == "+0.00"
     assert table.loc["cutout 12 px", "change (points)"] == "+0.30"

@@ -80,10 +80,11 @@ def test_graph_plan_names_the_path_and_the_reason():
     cuda_device = torch.device("cuda")  # constructing an Engine does not touch the device
     assert H.Engine(cuda_device, torch.bfloat16).graph_plan() == (True, "cuda-graph")
     assert H.Engine(cuda_device, torch.bfloat16, graphs=True).graph_plan() == (True, "cuda-graph")
+    # compiled kernels are captured too; the check against eager steps still decides
+    assert H.Engine(cuda_device, torch.bfloat16, compile=True).graph_plan() == (True, "cuda-graph")
     cases = {"GRAPHS=False": H.Engine(cuda_device, torch.bfloat16, graphs=False),
              "no CUDA": H.Engine.for_device("cpu", graphs=True),
-             "fp16": H.Engine(cuda_device, torch.float16),
-             "torch.compile": H.Engine(cuda_device, torch.bfloat16, compile=True)}
+             "fp16": H.Engine(cuda_device, torch.float16)}
     for reason, engine in cases.items():
         use, path = engine.graph_plan()
         assert not use and path.startswith("eager (") and reason in path, (reason, path)
@@ -190,15 +191,16 @@ def test_static_step_returns_a_detached_loss(data):
 
 @pytest.mark.cuda
 @cuda
-def test_replayed_steps_equal_eager_steps(models, data):
-    engine = H.Engine.for_device("cuda")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager-kernels", "torch.compile"])
+def test_replayed_steps_equal_eager_steps(models, data, compiled):
+    engine = H.Engine.for_device("cuda", compile=compiled)
     model = models["option2"]()
-    engine.prepare(model)
+    module = engine.prepare(model)  # the compiled module when `compiled`; same parameters either way
     optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     batches = batches_of(data, 4096, 128, "cuda")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        step, path = H.checked_static_step(model, optimizer, engine, engine.scaler(), H.EpochSums("cuda"),
+        step, path = H.checked_static_step(module, optimizer, engine, engine.scaler(), H.EpochSums("cuda"),
                                            0.0, batches)
         assert path == "cuda-graph" and step.graph is not None
         # one more comparison, on augmented batches this time, from the same state
@@ -208,7 +210,7 @@ def test_replayed_steps_equal_eager_steps(models, data):
         replayed = [step(x, y).clone() for x, y in pairs]
         after = [p.detach().clone() for p in model.parameters()]
         H.restore(model, optimizer, start)
-        eager = [H.train_step(model, x, y, optimizer, engine, engine.scaler(), set_to_none=False)[0].detach()
+        eager = [H.train_step(module, x, y, optimizer, engine, engine.scaler(), set_to_none=False)[0].detach()
                  for x, y in pairs]
     assert not any(r.requires_grad for r in replayed)
     assert H.compare_steps(replayed, eager, after, [p.detach() for p in model.parameters()], before) is None
