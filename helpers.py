@@ -1338,10 +1338,16 @@ def _table_cell(value, decimals: int | None = None) -> str:
     return str(value)
 
 
+LATEX_WRAP = 36  # characters: a longer text cell wraps in a LATEX_WRAP // 2 em wide column of the PDF's tables
+
+
 def latex_table(table) -> str:
     """A DataFrame (or Series) as a LaTeX table for the PDF export: booktabs rules, the index name in the
     top-left corner, text escaped, each float column with the fewest decimals (at most 4) that show its values,
-    numeric columns right-aligned; centred, and shrunk to the line width only if it would overflow."""
+    numeric columns right-aligned; a text column with a cell longer than `LATEX_WRAP` characters (a long
+    configuration label) wraps in a ragged-right paragraph column instead of widening the table, so that the
+    table is not shrunk to an unreadable size; centred, and shrunk to the line width only if it would still
+    overflow."""
     import pandas as pd
 
     frame = table.to_frame() if isinstance(table, pd.Series) else table
@@ -1350,8 +1356,13 @@ def latex_table(table) -> str:
         column = frame.iloc[:, j]
         decimals = _float_decimals(column) if pd.api.types.is_float_dtype(column.dtype) else None
         columns.append([_table_cell(v, decimals) for v in column.tolist()])
-    align = "l" + "".join("r" if all(_is_number(c) for c in cells if c) and any(cells) else "l"
-                          for cells in columns)
+
+    def text_align(cells) -> str:
+        wrap = max(map(len, cells), default=0) > LATEX_WRAP
+        return rf">{{\raggedright\arraybackslash}}p{{{LATEX_WRAP // 2}em}}" if wrap else "l"
+
+    align = text_align([str(i) for i in frame.index]) + "".join(
+        "r" if all(_is_number(c) for c in cells if c) and any(cells) else text_align(cells) for cells in columns)
     corner = "" if frame.index.name is None else frame.index.name
 
     def row(cells) -> str:

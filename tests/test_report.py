@@ -209,6 +209,28 @@ def test_latex_table_escapes_and_formats():
     assert r"model 2 & 94.25 & 0.0005 & as \#5 \\" in latex
 
 
+def test_each_stream_is_one_output_per_cell():
+    """Consecutive prints saved as separate stream outputs become separate blocks in the PDF, with a blank
+    gap between every two epoch lines: a render is committed after `jupyter nbconvert --coalesce-streams`
+    (README), which merges them losslessly."""
+    split = [i for i, cell in enumerate(code_cells(notebook()))
+             for a, b in zip(cell.get("outputs", []), cell.get("outputs", [])[1:])
+             if a["output_type"] == b["output_type"] == "stream" and a["name"] == b["name"]]
+    assert not split, f"code cells {sorted(set(split))} have split stream outputs"
+
+
+def test_latex_table_wraps_a_long_label_instead_of_shrinking():
+    import pandas as pd
+
+    long = "no weight averaging + cutout 12 px + no label smoothing + widths 80-160-320-384"
+    table = pd.DataFrame({"val acc (%)": ["91.44", "95.00"], "note": ["short", "also short"]},
+                         index=pd.Index(["starting recipe", long], name="configuration"))
+    latex = H.latex_table(table)
+    wrapped = rf">{{\raggedright\arraybackslash}}p{{{H.LATEX_WRAP // 2}em}}"
+    assert rf"\begin{{tabular}}{{{wrapped}rl}}" in latex  # only the long column wraps
+    assert H.latex_table(table.iloc[:1]).count("raggedright") == 0  # short labels stay one line
+
+
 def test_glance_is_refreshed_in_a_papermill_run(tmp_path):
     """update_display from a later cell rewrites the glance output stored in the executed notebook."""
     import nbformat
