@@ -1008,7 +1008,7 @@ def paths_taken(summaries: dict[str, dict]) -> str:
     for summary in summaries.values():
         path = summary.get("path", "not recorded")
         counts[path] = counts.get(path, 0) + 1
-    return "; ".join(f"{path} ({n} run{'s' if n > 1 else ''})" for path, n in counts.items()) or "no run yet"
+    return "; ".join(f"{path} ({count_text(n, 'run')})" for path, n in counts.items()) or "no run yet"
 
 
 def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module], data: Data, engine: Engine,
@@ -1210,7 +1210,7 @@ def final_model_line(summaries: dict[str, dict]) -> str | None:
     mean, std = mean_and_std(accs)
     views = ", test-time augmentation" if seeds[0].get("tta") else ""
     epochs = seeds[0]["config"]["epochs"]
-    return (f"FastResNet, {seeds[0]['trainable_params']:,} parameters, {epochs} epoch{'s' * (epochs != 1)} on "
+    return (f"FastResNet, {seeds[0]['trainable_params']:,} parameters, {count_text(epochs, 'epoch')} on "
             f"{seeds[0]['train_images']:,} images: test accuracy {mean:.2f} +- {std:.2f}% over "
             f"{len(seeds)} seeds ({', '.join(f'{a:.2f}' for a in accs)}), final epoch{views}, "
             f"{sum(s['train_seconds'] for s in seeds) / len(seeds):.1f} s of training per seed on "
@@ -1419,6 +1419,11 @@ class Report:
                             *(rf"\noindent {latex_escape(line)}" for line in self.lines)])
 
 
+def count_text(n: int, noun: str) -> str:
+    """'1 seed', '3 seeds': a count with its noun, plural unless the count is one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """12 s, 3 min 05 s, 1 h 02 min."""
     seconds = round(seconds)
@@ -1479,7 +1484,7 @@ def results_at_a_glance(results_dir: str | Path = "results", quick: bool = False
         mean, std = mean_and_std(tested)
         views = ", with test-time augmentation" if seeds[0].get("tta") else ""
         final = (f"Final model (FastResNet, Going further): test accuracy {mean:.2f} ± "
-                 f"{std:.2f}% (mean ± std over {len(tested)} seed{'s' if len(tested) > 1 else ''}, "
+                 f"{std:.2f}% (mean ± std over {count_text(len(tested), 'seed')}, "
                  f"final epoch{views}).")
     if diverged:
         final += " " + "; ".join(diverged).capitalize() + "."
