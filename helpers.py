@@ -1293,6 +1293,23 @@ def by_date(named: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     return sorted(named, key=lambda item: item[1].get("date", ""))
 
 
+FIRST_SWEEP = "first-sweep"  # results/ subfolder: the first sweep, its chosen recipe and seeds, kept as run
+
+
+def first_sweep_text(folder: str | Path) -> str | None:
+    """README's record of the notebook's first sweep of the final recipe (its weight average copied the
+    BatchNorm statistics; the stored configs lack "ema_buffers"): its table and its seeds' test accuracy, or
+    None when the folder holds no such runs."""
+    summaries = ResultsStore(folder).summaries()
+    runs = sweep_runs(summaries)
+    if not runs:
+        return None
+    line = final_model_line(summaries)
+    return (f"The first sweep (`{Path(folder).as_posix()}/`; its weight average copied the live BatchNorm "
+            f"statistics), trained on the 45k split and scored on validation only:\n\n"
+            f"{markdown_table(sweep_table(runs))}" + (f"\n\nIts chosen recipe: {line}." if line else ""))
+
+
 def exploration_table(path: str | Path = "results/exploration/summary.json") -> str | None:
     """README's table of the exploration runs made outside the notebook (benchmarks/exploration.py), in
     training order, or None when there are none."""
@@ -1301,9 +1318,9 @@ def exploration_table(path: str | Path = "results/exploration/summary.json") -> 
         return None
     runs = dict(by_date(list(json.loads(path.read_text()).items())))
     cards = sorted({s.get("device", "?") for s in runs.values()})
-    return (f"Exploration outside the notebook (`benchmarks/exploration.py`, on {', '.join(cards)}), trained on "
-            f"the 45k split and scored on validation only, to plan the next sweep; change against its first "
-            f"row:\n\n{markdown_table(sweep_table(runs))}")
+    return (f"Exploration outside the notebook (`benchmarks/exploration.py`, `{path.parent.as_posix()}/`, on "
+            f"{', '.join(cards)}), trained on the 45k split and scored on validation only, to plan the next "
+            f"sweep; change against its first row:\n\n{markdown_table(sweep_table(runs))}")
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -1515,9 +1532,9 @@ def readme_results(results_dir: str | Path = "results") -> str:
         line = final_model_line(summaries)
         if line:
             parts.append(f"Going further: {line}.")
-        explored = exploration_table(folder / "exploration" / "summary.json") if folder == root else None
-        if explored:
-            parts.append(explored)
+        if folder == root:
+            explored = [exploration_table(p / "summary.json") for p in sorted(folder.glob("exploration*"))]
+            parts += filter(None, [first_sweep_text(folder / FIRST_SWEEP), *explored])
     return "\n\n".join(parts)
 
 
@@ -1534,7 +1551,7 @@ def readme_figures(doc_dir: str | Path = "documentation") -> str:
 
 def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
     """The tables that benchmarks/train_speed.py wrote, one per device."""
-    files = sorted(Path(folder).glob("train_speed_*.md"))
+    files = sorted(Path(folder).glob("train_speed_*.md"), key=lambda p: ("-compile" in p.stem, p.name))  # plain first
     tables = [p.read_text().replace("# Training speed", "#### Training speed") for p in files]
     if all("cpu" in p.name for p in files):
         tables.append("**GPU figures: pending.** The benchmark has not run on a GPU yet; no GPU number is estimated.")

@@ -235,7 +235,9 @@ def main():
             f"per-epoch validation not included." if estimate is not None else "")
     print(note)
 
-    out, slug = Path(args.out), re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    # a torch.compile run is kept beside the plain one of the same card, not over it
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ("-compile" if args.compile else "")
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"device": name, "torch": torch.__version__, "precision": rows[0]["precision"],
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args),

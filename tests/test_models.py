@@ -37,6 +37,20 @@ def test_basic_block_adds_its_input(models):
     assert torch.allclose(block(x), torch.relu(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("widths, blocks", [((80, 160, 320, 384), (1, 0, 1)), ((64, 128, 256, 352), (1, 1, 1))])
+def test_fast_resnet_layouts(models, widths, blocks):
+    """The final model's parameter count, from its layout: per stage a widening 3x3 convolution and two per
+    residual block, each followed by BatchNorm (weight and bias), plus the stem and the bias-free classifier."""
+    w0 = widths[0]
+    expected = 3 * 9 * w0 + 2 * w0 + 10 * widths[-1]
+    for w_in, w_out, n in zip(widths, widths[1:], blocks):
+        expected += (9 * w_in * w_out + 2 * w_out) + n * 2 * (9 * w_out * w_out + 2 * w_out)
+    model = models["fast_resnet"](widths, blocks)
+    assert H.count_parameters(model) == H.torchsummary_total(model, torch.device("cpu")) == expected < 5_000_000
+    assert len([m for m in model.modules() if isinstance(m, models["Residual"])]) == sum(blocks)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
 def test_final_model_is_residual(models):
     model = models["fast_resnet"]()
     residuals = [m for m in model.modules() if isinstance(m, models["Residual"])]
