@@ -1296,18 +1296,12 @@ def by_date(named: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
 FIRST_SWEEP = "first-sweep"  # results/ subfolder: the first sweep, its chosen recipe and seeds, kept as run
 
 
-def first_sweep_text(folder: str | Path) -> str | None:
-    """README's record of the notebook's first sweep of the final recipe (its weight average copied the
-    BatchNorm statistics; the stored configs lack "ema_buffers"): its table and its seeds' test accuracy, or
-    None when the folder holds no such runs."""
-    summaries = ResultsStore(folder).summaries()
-    runs = sweep_runs(summaries)
-    if not runs:
-        return None
-    line = final_model_line(summaries)
-    return (f"The first sweep (`{Path(folder).as_posix()}/`; its weight average copied the live BatchNorm "
-            f"statistics), trained on the 45k split and scored on validation only:\n\n"
-            f"{markdown_table(sweep_table(runs))}" + (f"\n\nIts chosen recipe: {line}." if line else ""))
+def sweep_text(summaries: dict[str, dict], intro: str, outcome: str) -> list[str]:
+    """README's paragraphs for the tuning sweep of a results store: `intro` and the sweep table (when the store
+    has tuning runs), then `outcome` and the final model's line (when it has tested seeds)."""
+    runs, line = sweep_runs(summaries), final_model_line(summaries)
+    return ([f"{intro}:\n\n{markdown_table(sweep_table(runs))}"] if runs else []) + (
+        [f"{outcome}: {line}."] if line else [])
 
 
 def exploration_table(path: str | Path = "results/exploration/summary.json") -> str | None:
@@ -1525,16 +1519,16 @@ def readme_results(results_dir: str | Path = "results") -> str:
         note = (" These numbers come from tiny subsets and one or two epochs: they show that the code runs, "
                 "nothing about the models." if folder != root else "")
         parts.append(f"**{title}** (`{folder}/`).{note}\n\n{markdown_table(results_table(six))}")
-        runs = sweep_runs(summaries)
-        if runs:
-            parts.append("Going further, the recipe tuned on the 45k split and scored on validation only:\n\n"
-                         + markdown_table(sweep_table(runs)))
-        line = final_model_line(summaries)
-        if line:
-            parts.append(f"Going further: {line}.")
+        parts += sweep_text(summaries, "Going further, the recipe tuned on the 45k split and scored on validation "
+                            "only", "Going further")
         if folder == root:
+            first = folder / FIRST_SWEEP
+            parts += sweep_text(ResultsStore(first).summaries(),
+                                f"The first sweep (`{first.as_posix()}/`; its weight average copied the live "
+                                "BatchNorm statistics), trained on the 45k split and scored on validation only",
+                                "Its chosen recipe")
             explored = [exploration_table(p / "summary.json") for p in sorted(folder.glob("exploration*"))]
-            parts += filter(None, [first_sweep_text(folder / FIRST_SWEEP), *explored])
+            parts += filter(None, explored)
     return "\n\n".join(parts)
 
 
