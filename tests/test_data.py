@@ -90,11 +90,10 @@ def test_cutout_blanks_one_clipped_square_per_image():
     rows, cols = mask[:, 0].any(2), mask[:, 0].any(1)  # (n, 32) each
     assert torch.equal(mask[:, 0], rows[:, :, None] & cols[:, None, :])  # a rectangle
     heights, widths = rows.sum(1), cols.sum(1)
-    for sides in (heights, widths):
+    for covered, sides in ((rows, heights), (cols, widths)):
         # contiguous runs, sides between 6 (centre on a border) and 12, and both extremes occur
         assert sides.min() == size // 2 and sides.max() == size
-        first = rows.float().argmax(1) if sides is heights else cols.float().argmax(1)
-        last = 31 - (rows if sides is heights else cols).flip(1).float().argmax(1)
+        first, last = covered.float().argmax(1), 31 - covered.flip(1).float().argmax(1)
         assert torch.equal(last - first + 1, sides)
     # the mean side over uniform centres 0..31: min(31, c + 5) - max(0, c - 6) + 1
     expected = sum(min(31, c + 5) - max(0, c - 6) + 1 for c in range(32)) / 32
