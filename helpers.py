@@ -68,7 +68,7 @@ def environment_report(device: torch.device) -> dict:
         "torchvision": torchvision.__version__,
     }
     if device.type == "cuda":
-        report["bf16 supported"] = torch.cuda.is_bf16_supported()
+        report["compute capability"] = "%d.%d" % torch.cuda.get_device_capability(device)
         report["GPU memory (GiB)"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
     return report
 
@@ -328,30 +328,72 @@ def torchsummary_total(model: nn.Module, device: torch.device) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}  # PRECISION -> autocast dtype
+
+
+def auto_precision(device: torch.device) -> tuple[str, str]:
+    """The precision a device trains in, and why: bf16 on compute capability 8.0 or newer (Ampere, Hopper),
+    fp16 with a gradient scaler below that (a T4 is 7.5), fp32 on the CPU."""
+    if device.type != "cuda":
+        return "fp32", "no CUDA device"
+    major, minor = torch.cuda.get_device_capability(device)
+    # not torch.cuda.is_bf16_supported(): since torch 2.3 it also answers yes where bf16 is only emulated (a T4)
+    return ("bf16" if major >= 8 else "fp16"), f"compute capability {major}.{minor}"
+
+
+def sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False,
+        fused: bool = False) -> torch.optim.SGD:
+    """SGD, fused into one kernel or multi-tensor (foreach), with its momentum buffers created as zeros before
+    the first step, which then computes what a first step without buffers does (buffer = gradient)."""
+    optimizer = torch.optim.SGD(params, lr=float(lr), momentum=momentum, weight_decay=weight_decay,
+                                nesterov=nesterov, fused=fused or None, foreach=None if fused else True)
+    if momentum:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                # fused SGD would create them with empty_like on its first step; a step that the gradient
+                # scaler skips (inf or NaN gradients) leaves them uninitialised, and the next one reads garbage
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
+
+
 @dataclass
 class Engine:
     """How the arithmetic runs on a device.
 
-    On CUDA: channels_last, bf16 autocast where the GPU supports it (Ampere and newer), else fp16 autocast
-    with a gradient scaler (a T4); optional torch.compile; with bf16, the training step of full batches
-    captured once as a CUDA graph and replayed (`graphs`: None = automatic, True/False to force), compiled or
-    not: the compiled kernels are built during the graph's warm-up steps and captured like eager ones, and the
-    same check against eager steps decides. On the CPU: plain fp32, eager.
+    On CUDA: channels_last, autocast in bf16 (compute capability 8.0 and newer) or fp16 with a gradient scaler
+    (older GPUs, e.g. a T4), `precision` to force one ("bf16", "fp16", "fp32"); optional torch.compile; with
+    bf16, the training step of full batches captured once as a CUDA graph and replayed (`graphs`: None =
+    automatic, True/False to force), compiled or not, after a check against eager steps. On the CPU: fp32, eager.
     """
 
     device: torch.device
     amp_dtype: torch.dtype | None = None
     compile: bool = False
     graphs: bool | None = None
+    why: str = ""  # how the precision was chosen
 
     @classmethod
-    def for_device(cls, device, compile: bool = False, graphs: bool | None = None) -> "Engine":
+    def for_device(cls, device, compile: bool = False, graphs: bool | None = None,
+                   precision: str | None = None) -> "Engine":
+        """The engine for `device`; `precision` None picks it from the device (`auto_precision`)."""
         device = torch.device(device)
-        amp = None
+        if precision is None:
+            precision, why = auto_precision(device)
+        elif precision in PRECISIONS:
+            why = f"PRECISION={precision!r}"
+        else:
+            raise ValueError(f"PRECISION must be None or one of {list(PRECISIONS)}, not {precision!r}")
         if device.type == "cuda":
-            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             torch.backends.cudnn.benchmark = True  # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
-        return cls(device=device, amp_dtype=amp, compile=compile, graphs=graphs)
+            if precision == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
+                warnings.warn("bf16 on a GPU older than compute capability 8.0 is emulated and slow; "
+                              "fp16 is this GPU's fast path", stacklevel=2)
+        return cls(device=device, amp_dtype=PRECISIONS[precision], compile=compile, graphs=graphs, why=why)
+
+    @property
+    def precision(self) -> str:
+        """The dtype the arithmetic runs in, as the results record it: 'bfloat16', 'float16' or 'float32'."""
+        return str(self.amp_dtype or torch.float32).replace("torch.", "")
 
     def autocast(self, cache: bool = True):
         """Mixed precision on CUDA, a no-op on the CPU. `cache=False` re-casts the weights at every use
@@ -371,11 +413,9 @@ class Engine:
 
     def optimizer(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                   nesterov: bool = False) -> torch.optim.SGD:
-        """SGD, fused into one kernel on CUDA, multi-tensor (foreach) elsewhere. The learning rate is a tensor
-        on the device, so that a schedule can change it between replays of a CUDA graph."""
-        fused = self.device.type == "cuda"
-        optimizer = torch.optim.SGD(params, lr=float(lr), momentum=momentum, weight_decay=weight_decay,
-                                    nesterov=nesterov, fused=fused or None, foreach=None if fused else True)
+        """`sgd`, fused on CUDA, multi-tensor elsewhere. The learning rate is a tensor on the device, so that a
+        schedule can change it between replays of a CUDA graph."""
+        optimizer = sgd(params, lr, momentum, weight_decay, nesterov, fused=self.device.type == "cuda")
         self.lr_on_device(optimizer)
         return optimizer
 
@@ -391,8 +431,10 @@ class Engine:
             return False, "eager (GRAPHS=False)"
         if self.device.type != "cuda":
             return False, "eager (no CUDA device)"
-        if self.amp_dtype != torch.bfloat16:
+        if self.amp_dtype == torch.float16:
             return False, "eager (fp16 needs a gradient scaler, whose inf checks are not graph-safe)"
+        if self.amp_dtype is None:
+            return False, "eager (fp32: the graph is captured for bf16 only)"
         return True, "cuda-graph"  # with torch.compile too: its kernels are captured like eager ones
 
 
@@ -441,7 +483,7 @@ class StaticStep:
     and replays them with one launch. Everything the kernels touch must stay at fixed addresses: the input
     buffers (each batch is copied in), the weights, the gradients, the momentum buffers, the learning rate (a
     device tensor that the schedule fills) and the epoch sums. Capture follows PyTorch's whole-network recipe:
-    warm-up steps on a side stream (cuDNN autotuning, momentum buffers), gradients set to None, then capture.
+    warm-up steps on a side stream (cuDNN autotuning, gradient memory), gradients set to None, then capture.
 
     With `capture=False` the same body runs eagerly on the same buffers: the CPU test of this path.
     """
@@ -723,12 +765,13 @@ def diverged_epoch(history: list[dict]) -> int | None:
 
 
 def read_checkpoint(path: Path) -> dict | None:
-    """A checkpoint's contents; None when there is none. An unreadable one (cut short by a disconnect,
-    damaged by a sync) is moved aside to `<name>.corrupt` with one warning, so that training starts afresh."""
+    """A checkpoint's contents; None when there is none. Tensors and plain data only (`weights_only`): a results
+    folder shared through Drive or a fork cannot run code. An unreadable one (cut short by a disconnect, damaged
+    by a sync, or holding anything else) is moved aside to `<name>.corrupt` with one warning."""
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)  # generator states stay CPU tensors
+        return torch.load(path, map_location="cpu", weights_only=True)  # generator states stay CPU tensors
     except Exception as error:  # noqa: BLE001 - a damaged file raises many kinds of errors
         quarantine(path, f"checkpoint unreadable ({type(error).__name__}); training starts afresh")
         return None
@@ -743,55 +786,84 @@ def joined_path(before: str | None, now: str, training: bool) -> str:
     return f"{before}, then {now}" if training else before
 
 
+def training_state(model: nn.Module, config: dict, engine: Engine, steps_per_epoch: int):
+    """A fresh run's optimizer, learning-rate schedule, gradient scaler and weight average (None without one)."""
+    optimizer = engine.optimizer(model.parameters(), lr=config["lr"], momentum=config.get("momentum", 0.9),
+                                 weight_decay=config.get("weight_decay", 0.0),
+                                 nesterov=config.get("nesterov", False))
+    scheduler = make_scheduler(optimizer, config.get("schedule", "constant"), config["epochs"], steps_per_epoch,
+                               config.get("warmup", 0.0))
+    ema = (ModelEMA(model, config["ema_decay"], buffers=config.get("ema_buffers", "copy"))
+           if config.get("ema_decay") else None)
+    return optimizer, scheduler, engine.scaler(), ema
+
+
+def resume(state: dict, model, optimizer, scheduler, scaler, ema, train: Batches, engine: Engine) -> str:
+    """Load a checkpoint's state in place; returns what changed since it was written ('' when nothing).
+    A checkpoint of another precision resumes: its scaler state is empty (bf16, fp32) or unused."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    engine.lr_on_device(optimizer)
+    scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:  # empty when written without a gradient scaler: an fp16 run then starts a fresh one
+        scaler.load_state_dict(state["scaler"])
+    train.load_state_dict(state["batches"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["cpu_rng"])
+    before = state.get("precision", "a precision not recorded")
+    if before == engine.precision:
+        return ""
+    fresh = "; the gradient scaler starts fresh" if scaler.is_enabled() and not state["scaler"] else ""
+    return f" (written in {before}, continuing in {engine.precision}{fresh})"
+
+
 def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, engine: Engine,
         checkpoint: Path | None = None, checkpoint_seconds: float = 20.0, log_every: int = 10,
-        on_epoch_end: Callable[[int], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int], None] | None = None, label: str = "training") -> FitResult:
     """Train `model` for config["epochs"] epochs and return a FitResult.
 
     config keys: epochs, lr, momentum, weight_decay, nesterov, schedule, warmup, label_smoothing, ema_decay,
     ema_buffers ("average" or "copy"; a config without the key means "copy", how every stored run made before
     the key existed was trained, so that a stored result keeps meaning what its config says).
     At the end of an epoch, when `checkpoint_seconds` have passed since the last one, a checkpoint is written
-    (model, optimizer, schedule, scaler, EMA, data order, CPU random state, the history and the training-step
-    path so far): a later call with the same checkpoint file resumes after that epoch. (Saving ~40 MB after
-    each of the 600 one-second epochs of a GPU run would cost about as much as ten epochs; after every epoch
-    that takes 20 s or more it is free.)
+    (model, optimizer, schedule, scaler, EMA, data order, CPU random state, the history, the training-step
+    path and the precision so far): a later call with the same checkpoint file resumes after that epoch, in
+    any precision; one that does not fit this run is moved aside with a warning and the run starts afresh.
+    (Saving ~40 MB after each of the 600 one-second epochs of a GPU run would cost about as much as ten
+    epochs; after every epoch that takes 20 s or more it is free.)
     The training step runs as a CUDA graph when `engine.graph_plan()` allows it and the graph passes its
     check against eager steps (`checked_static_step`). A non-finite training or validation loss ends the run
     at that epoch (`is_diverged`).
-    Prints one line for the first epoch, every `log_every` epochs, the last one, and a diverged one.
+    Prints a line before training (`label`, epochs, images, precision, step path), the remaining time after
+    its first epoch, and one line for the first epoch, every `log_every` epochs, the last one, a diverged one.
     """
     module = engine.prepare(model)
-    optimizer = engine.optimizer(model.parameters(), lr=config["lr"], momentum=config.get("momentum", 0.9),
-                                 weight_decay=config.get("weight_decay", 0.0),
-                                 nesterov=config.get("nesterov", False))
-    scheduler = make_scheduler(optimizer, config.get("schedule", "constant"), config["epochs"], len(train),
-                               config.get("warmup", 0.0))
-    scaler = engine.scaler()
-    ema = (ModelEMA(model, config["ema_decay"], buffers=config.get("ema_buffers", "copy"))
-           if config.get("ema_decay") else None)
+    fresh_weights, fresh_order = copy.deepcopy(model.state_dict()), train.state_dict()
+    optimizer, scheduler, scaler, ema = training_state(model, config, engine, len(train))
     history: list[dict] = []
     seconds = 0.0
     state = read_checkpoint(checkpoint) if checkpoint is not None else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        engine.lr_on_device(optimizer)
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        train.load_state_dict(state["batches"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["cpu_rng"])
-        history, seconds = state["history"], state["seconds"]
-        print(f"resumed from {checkpoint} after epoch {len(history)}")
+        try:
+            changed = resume(state, model, optimizer, scheduler, scaler, ema, train, engine)
+            history, seconds = state["history"], state["seconds"]
+            print(f"resumed from {checkpoint} after epoch {len(history)}{changed}")
+        except Exception as error:  # noqa: BLE001 - another model, an older layout: never stop a Run all
+            quarantine(checkpoint, f"checkpoint does not fit this run ({type(error).__name__}); training starts afresh")
+            model.load_state_dict(fresh_weights)  # a failed load may have filled part of the model
+            train.load_state_dict(fresh_order)
+            optimizer, scheduler, scaler, ema = training_state(model, config, engine, len(train))
+            state = None
     step, path = None, engine.graph_plan()[1]
     training = len(history) < config["epochs"]  # something left to train
     if training:
         step, path = training_step(module, optimizer, engine, scaler, config.get("label_smoothing", 0.0), train)
+        print(f"{label}: {config['epochs'] - len(history)} epochs x {len(train.x):,} images, "
+              f"{engine.precision}, {path}")
     path = joined_path(state.get("path") if state is not None else None, path, training)
-    last_save = time.perf_counter()
-    for epoch in range(len(history) + 1, config["epochs"] + 1):
+    last_save, first = time.perf_counter(), len(history) + 1
+    for epoch in range(first, config["epochs"] + 1):
         start = time.perf_counter()
         stats = train_epoch(module, train, optimizer, engine, scaler, scheduler,
                             config.get("label_smoothing", 0.0), ema, step)
@@ -809,13 +881,17 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
             break
         if log_line(epoch, config["epochs"], log_every):
             print(format_epoch(row))
+        if epoch == first < config["epochs"]:  # the first epoch of this session sets the pace
+            left = (config["epochs"] - epoch) * (time.perf_counter() - start)  # validation included
+            print(f"{label}: about {format_duration(left)} left ({config['epochs'] - epoch} more epochs)")
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_seconds:
             last_save = time.perf_counter()
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                      "batches": train.state_dict(), "ema": ema.state_dict() if ema else None,
-                     "cpu_rng": torch.get_rng_state(), "history": history, "seconds": seconds, "path": path}
-            atomic_write(checkpoint, lambda target: torch.save(state, target))
+                     "cpu_rng": torch.get_rng_state(), "history": history, "seconds": seconds, "path": path,
+                     "precision": engine.precision}
+            atomic_write(checkpoint, lambda target: torch.save(saved, target))
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     return FitResult(ema.module if ema else module, history, seconds, path)
@@ -1040,13 +1116,13 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
                     augment=True, pad=config.get("pad", 4), seed=config["seed"], cutout=config.get("cutout", 0))
     val = Batches(*data.val, 1024, data.mean, data.std, engine.device) if train_split == "train" else None
     final, history, seconds, path = fit(model, train, val, config, engine, checkpoint, checkpoint_seconds,
-                                        on_epoch_end=on_epoch_end)
+                                        on_epoch_end=on_epoch_end, label=name)
     diverged = diverged_epoch(history)
     summary = {
         "name": name, "config": config, "config_hash": digest,
         "trainable_params": count_parameters(model), "epochs_completed": len(history),
         "train_images": len(train_x), "device": device_name(engine.device),
-        "precision": str(engine.amp_dtype or torch.float32).replace("torch.", ""), "path": path,
+        "precision": engine.precision, "path": path,
         "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "train_seconds": round(seconds, 2), "final_train_acc": finite_or_none(history[-1]["train_acc"]),
         "diverged": diverged is not None, "diverged_epoch": diverged,

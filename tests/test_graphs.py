@@ -60,7 +60,7 @@ def test_tensor_learning_rate_survives_a_checkpoint_round_trip(tmp_path):
         optimizer.step()  # no gradients: a no-op, in the order the scheduler expects
         scheduler.step()
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp_path / "c.pt")
-    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
     fresh = engine.optimizer(model.parameters(), lr=0.1)
     fresh_scheduler = H.make_scheduler(fresh, "cosine", 2, 5)
     fresh.load_state_dict(state["optimizer"])

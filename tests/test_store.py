@@ -94,7 +94,7 @@ def test_a_checkpoint_write_cut_short_resumes_from_the_previous_one(models, tiny
         H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, checkpoint_seconds=0)
     monkeypatch.setattr(torch, "save", real_save)
     [checkpoint] = list((tmp_path / "cut" / "checkpoints").iterdir())
-    assert torch.load(checkpoint, weights_only=False)["history"][-1]["epoch"] == 1
+    assert torch.load(checkpoint, weights_only=True)["history"][-1]["epoch"] == 1
     resumed = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)
     assert resumed["epochs_completed"] == 3
     same_history(straight, store)
@@ -206,7 +206,7 @@ def test_a_run_resumed_on_another_path_records_both(models, tiny, engine, tmp_pa
         store = H.ResultsStore(tmp_path / str(first))
         interrupt_after_two_epochs(models, tiny, engine, store)
         (checkpoint,) = (store.root / "checkpoints").iterdir()
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=True)
         assert state["path"] == "eager (no CUDA device)"
         if first is not None:
             state["path"] = first  # as if the first two epochs had run on a GPU
