@@ -26,7 +26,9 @@ import os
 import pickle
 import platform
 import random
+import re
 import sys
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass
@@ -859,8 +861,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     training = len(history) < config["epochs"]  # something left to train
     if training:
         step, path = training_step(module, optimizer, engine, scaler, config.get("label_smoothing", 0.0), train)
-        print(f"{label}: {config['epochs'] - len(history)} epochs x {len(train.x):,} images, "
-              f"{engine.precision}, {path}")
+        print(textwrap.fill(f"{label}: {count_text(config['epochs'] - len(history), 'epoch')} x "
+                            f"{len(train.x):,} images, {engine.precision}, {path}", 80, subsequent_indent="  "))
     path = joined_path(state.get("path") if state is not None else None, path, training)
     last_save, first = time.perf_counter(), len(history) + 1
     for epoch in range(first, config["epochs"] + 1):
@@ -883,7 +885,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
             print(format_epoch(row))
         if epoch == first < config["epochs"]:  # the first epoch of this session sets the pace
             left = (config["epochs"] - epoch) * (time.perf_counter() - start)  # validation included
-            print(f"{label}: about {format_duration(left)} left ({config['epochs'] - epoch} more epochs)")
+            print(f"about {format_duration(left)} left ({count_text(config['epochs'] - epoch, 'more epoch')})")
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_seconds:
             last_save = time.perf_counter()
             saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -1146,6 +1148,71 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     store.save(name, summary, history)
     checkpoint.unlink(missing_ok=True)
     return summary
+
+
+class Planned(NamedTuple):
+    """A run that Run all will make: its config, model factory and training images. `decided` names the config
+    keys that earlier runs decide (Model 5's learning rate, the final recipe's choices): the config holds a
+    stand-in for them, and a stored result matches whatever they are."""
+
+    config: dict
+    build: Callable[[], nn.Module]
+    images: int
+    decided: frozenset = frozenset()
+
+
+def served(store: ResultsStore, name: str, planned: Planned) -> bool:
+    """Whether the store holds a complete result of `name` for the planned config (`decided` keys aside)."""
+    summary = store.load(name)
+    if summary is None or set(summary["config"]) != set(planned.config):
+        return False
+    if any(summary["config"][k] != v for k, v in planned.config.items() if k not in planned.decided):
+        return False
+    return store.complete(name, summary["config"]) is not None
+
+
+def training_rate(build: Callable[[], nn.Module], config: dict, data: Data, engine: Engine,
+                  batches: int = 6) -> float:
+    """Training images per second of `build` under `config` on this device, on the step its run would take
+    (CUDA graph or eager): one timed pass over `batches` batches of real images, after a warm-up pass on CUDA."""
+    model = build()
+    module = engine.prepare(model)
+    n = min(len(data.train[1]), batches * config["batch_size"])  # 6 full batches: the graph's warm-up and check
+    train = Batches(data.train[0][:n], data.train[1][:n], config["batch_size"], data.mean, data.std,
+                    engine.device, shuffle=True, augment=True, cutout=config.get("cutout", 0))
+    optimizer, scheduler, scaler, ema = training_state(model, {**config, "lr": 0.0}, engine, len(train))
+    step, _ = training_step(module, optimizer, engine, scaler, config.get("label_smoothing", 0.0), train)
+    for _ in range(2 if engine.device.type == "cuda" else 1):  # on CUDA, the first pass pays for autotuning
+        start = time.perf_counter()
+        train_epoch(module, train, optimizer, engine, scaler, scheduler, config.get("label_smoothing", 0.0),
+                    ema, step)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+    return n / (time.perf_counter() - start)
+
+
+def training_cost(plan: dict[str, Planned], store: ResultsStore, data: Data, engine: Engine) -> str:
+    """What training the runs of `plan` (in order) will cost on this device: how many the store serves, and
+    the time to train the others, from a timed probe of each of their architectures (`training_rate`) times
+    epochs x images. A run with `decided` keys is served only when every run before it is."""
+    left, rates, seconds = [], {}, 0.0
+    for name, planned in plan.items():
+        if served(store, name, planned) and not (planned.decided and left):
+            continue
+        left.append(name)
+        config = planned.config
+        key = (config.get("arch"), "-".join(map(str, config.get("widths") or [])), str(config.get("blocks")),
+               config["batch_size"])
+        if key not in rates:
+            rates[key] = training_rate(planned.build, config, data, engine)
+        seconds += config["epochs"] * planned.images / rates[key]
+    text = f"{len(plan) - len(left)} of {count_text(len(plan), 'run')} served from {store.root}/"
+    if not left:
+        return text + "; nothing to train"
+    measured = ", ".join(f"{arch}{' ' + widths if widths else ''} at batch {batch}: {rate:,.0f} img/s"
+                         for (arch, widths, _, batch), rate in rates.items())
+    return (f"{text}; {len(left)} to train: about {format_duration(seconds)} of training on "
+            f"{device_name(engine.device)} in {engine.precision} (measured here: {measured})")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1628,11 +1695,24 @@ def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
     return "\n\n".join(tables)
 
 
+def colab_badge(notebook: str | Path = "mini_project.ipynb") -> str:
+    """README's *Open in Colab* badge, built from the GitHub URL that the notebook's parameters cell names once
+    (`REPOSITORY`); while none is named, the line that says where to set it."""
+    repository = notebook_namespace(notebook, tag="parameters").get("REPOSITORY") or ""
+    match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", repository)
+    if match is None:
+        return ("*Open in Colab*: no badge yet, because no GitHub repository is named: set `REPOSITORY` in the "
+                "notebook's parameters cell to this project's GitHub URL and run `python3 helpers.py readme`.")
+    owner, name = match.groups()
+    target = f"https://colab.research.google.com/github/{owner}/{name}/blob/main/{Path(notebook).name}"
+    return f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
+
+
 def update_readme(readme: str | Path = "README.md") -> None:
     """Regenerate the marked blocks of README.md (results, figures, benchmark) from the files on disk."""
     path = Path(readme)
     text = path.read_text()
-    for key, body in (("results", readme_results()), ("figures", readme_figures()),
+    for key, body in (("colab", colab_badge()), ("results", readme_results()), ("figures", readme_figures()),
                       ("benchmark", readme_benchmarks())):
         start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
         head, rest = text.split(start)

@@ -1,12 +1,15 @@
 """Shared fixtures. The real CIFAR-10 folder is found through CIFAR10_DATA (set by .ci/run), else ./data.
 
-Tests that need the data fail in CI when it is missing (CI=true) and are skipped elsewhere."""
+Tests that need the data fail in CI when it is missing (CI=true); elsewhere it is downloaded once when the
+network answers, and they are skipped when it does not."""
 import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -26,8 +29,20 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The CIFAR-10 folder. Missing on a developer's machine, it is downloaded there once (torchvision) when the
+    network answers, else the data tests are skipped with the reason; CI never downloads."""
     path = Path(os.environ.get("CIFAR10_DATA", ROOT / "data"))
-    require((path / H.CIFAR_FOLDER).is_dir(), f"no CIFAR-10 in {path} (set CIFAR10_DATA)")
+    reason = f"no CIFAR-10 in {path} (set CIFAR10_DATA)"
+    if not (path / H.CIFAR_FOLDER).is_dir() and not os.environ.get("CI"):
+        timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)  # an offline machine fails fast instead of hanging
+        try:
+            H.load_cifar10(path, download=True)
+        except RuntimeError as error:
+            reason += f" and the download failed: {str(error).splitlines()[0]}"
+        finally:
+            socket.setdefaulttimeout(timeout)
+    require((path / H.CIFAR_FOLDER).is_dir(), reason)
     return path
 
 
@@ -39,6 +54,19 @@ def raw(data_dir):
 @pytest.fixture(scope="session")
 def data(data_dir):
     return H.prepare_data(data_dir)
+
+
+@pytest.fixture
+def tiny(data):
+    """96 training, 64 validation and 64 test images: a whole run in a second on the CPU."""
+    return H.Data(train=(data.train[0][:96], data.train[1][:96]), val=(data.val[0][:64], data.val[1][:64]),
+                  full=data.full, test=(data.test[0][:64], data.test[1][:64]), mean=data.mean, std=data.std)
+
+
+def tiny_net():
+    """A small conv net with batch norm (buffers) and a residual-free path: cheap on the CPU."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,9 @@ import torch
 import torch.nn as nn
 
 import helpers as H
+from conftest import tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def tiny_net():
-    """A small conv net with batch norm (buffers) and a residual-free path: cheap on the CPU."""
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
 def batches_of(data, n, batch_size, device="cpu", augment=True):

@@ -49,7 +49,13 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(executed):
               if "environment" in "".join(o.get("data", {}).get("text/plain", ""))]
     runs = len(json.loads((executed / "results" / "quick" / "summary.json").read_text()))
     assert len(tables) == 1 and f"eager (no CUDA device) ({runs} runs)" in tables[0]
-    assert "planned" not in tables[0]
+    assert "planned" not in tables[0] and "float32 (no CUDA device)" in tables[0]  # the precision that ran
+    # what Run all costs, before anything trains; a line as each training starts; its time left after epoch 1
+    lines = printed(executed / "run.ipynb")
+    assert any(line.startswith("The six experiments: 0 of 6 runs served from") for line in lines)
+    assert any(line.startswith("Going further: 0 of 7 runs served from") for line in lines)
+    assert "model 1: 2 epochs x 256 images, float32, eager (no CUDA device)" in lines
+    assert sum(re.fullmatch(r"about \d+ s left \(1 more epoch\)", line) is not None for line in lines) >= 6
 
 
 def test_quick_run_writes_figures_tables_and_results(executed):
@@ -87,6 +93,9 @@ def test_rerun_with_complete_results_serves_them(executed, data_dir):
     lines = printed(executed / "again.ipynb")
     runs = len(json.loads((executed / "results" / "quick" / "summary.json").read_text()))
     assert sum(": read from " in line for line in lines) == runs
+    assert any(line.startswith("The six experiments: 6 of 6 runs served") for line in lines)
+    assert any(line.startswith("Going further: 7 of 7 runs served") for line in lines)
+    assert not [line for line in lines if " left (" in line]
     assert not [line for line in lines if line.startswith("epoch")]  # nothing trained
     first = printed(executed / "run.ipynb")
     assert [line[2:] for line in lines if line.startswith("| epoch")] == [
@@ -134,6 +143,8 @@ def test_committed_notebook_has_outputs_and_no_widget_state():
     images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 9
     assert any("parameters" in c["metadata"].get("tags", []) for c in code)
+    # papermill's injected cell would override the student's own parameters with the rendering machine's
+    assert not [c for c in code if "injected-parameters" in c["metadata"].get("tags", [])]
 
 
 def test_html_export(tmp_path):

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import helpers as H
+from conftest import tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -81,16 +82,18 @@ def small_net():
                          nn.Flatten(), nn.Linear(8, 10), Gain())
 
 
-def fp16_steps(make_optimizer, overflow_first: bool, monkeypatch) -> list[torch.Tensor]:
-    """The project's fp16 step (CPU autocast, the engine's scaler) on a fixed batch: with `overflow_first`,
-    an overflowed step, then a normal one; otherwise the normal one alone. Memory that PyTorch leaves
+def fp16_steps(make_optimizer, overflow_first: bool, monkeypatch, device: str = "cpu") -> list[torch.Tensor]:
+    """The project's fp16 step (the engine's autocast and scaler) on a fixed batch: with `overflow_first`, an
+    overflowed step, then a normal one; otherwise the normal one alone. Memory that PyTorch leaves
     uninitialised (`empty_like`) is filled with NaN here, so that any read of it shows in the weights."""
     torch.manual_seed(0)
     model = small_net()
-    engine = H.Engine.for_device("cpu", precision="fp16")
+    engine = H.Engine.for_device(device, precision="fp16")
+    engine.prepare(model)
     optimizer, scaler = make_optimizer(engine, model), engine.scaler()
     assert scaler.is_enabled()
-    images, labels = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    images = torch.randn(16, 3, 32, 32).to(device, memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (16,)).to(device)
     empty_like = torch.empty_like
     monkeypatch.setattr(torch, "empty_like", lambda t, *a, **k: empty_like(t, *a, **k).fill_(math.nan))
     if overflow_first:
@@ -100,7 +103,7 @@ def fp16_steps(make_optimizer, overflow_first: bool, monkeypatch) -> list[torch.
         model[-1].gain = 1.0
     H.train_step(model, images, labels, optimizer, engine, scaler)
     monkeypatch.setattr(torch, "empty_like", empty_like)
-    return [p.detach().clone() for p in model.parameters()]
+    return [p.detach().float().cpu() for p in model.parameters()]
 
 
 OPTIMIZERS = {
@@ -135,17 +138,6 @@ CONFIG = {"epochs": 3, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_de
 
 class Interrupted(Exception):
     """Stands for a disconnect in the middle of a run."""
-
-
-def tiny_net():
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
-
-
-@pytest.fixture
-def tiny(data):
-    return H.Data(train=(data.train[0][:96], data.train[1][:96]), val=(data.val[0][:64], data.val[1][:64]),
-                  full=data.full, test=(data.test[0][:64], data.test[1][:64]), mean=data.mean, std=data.std)
 
 
 def interrupted_run(store, tiny, precision, build=tiny_net) -> Path:
@@ -218,28 +210,13 @@ def test_a_checkpoint_that_would_run_code_is_never_unpickled(tiny, tmp_path):
 @pytest.mark.cuda
 @cuda
 def test_fp16_on_the_gpu_survives_an_overflowed_first_step(monkeypatch):
-    """The T4 path on a real GPU: fused SGD on CUDA under the gradient scaler, an overflow first."""
-    def on_gpu(make_optimizer, overflow):
-        torch.manual_seed(0)
-        model = small_net()
-        engine = H.Engine.for_device("cuda", precision="fp16")
-        engine.prepare(model)
-        optimizer, scaler = make_optimizer(engine, model), engine.scaler()
-        images = torch.randn(64, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, 10, (64,), device="cuda")
-        if overflow:
-            model[-1].gain = math.inf
-            H.train_step(model, images, labels, optimizer, engine, scaler)
-            model[-1].gain = 1.0
-            junk = [torch.full_like(p, math.nan) for p in model.parameters()]  # freed memory full of NaN
-            del junk
-        H.train_step(model, images, labels, optimizer, engine, scaler)
-        return [p.detach().float().cpu() for p in model.parameters()]
-
+    """The T4 path on a real GPU (fused SGD on CUDA under the gradient scaler), an overflow first."""
     make = OPTIMIZERS["engine.optimizer"]
-    skipped, straight = on_gpu(make, True), on_gpu(make, False)
+    skipped = fp16_steps(make, True, monkeypatch, "cuda")
+    straight = fp16_steps(make, False, monkeypatch, "cuda")
     assert all(torch.isfinite(w).all() for w in skipped)
-    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(skipped, straight))
+    # cuDNN may sum in another order from run to run: equal up to rounding
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(skipped, straight))
 
 
 @pytest.mark.cuda

@@ -18,12 +18,6 @@ class Interrupted(Exception):
 
 
 @pytest.fixture
-def tiny(data):
-    return H.Data(train=(data.train[0][:96], data.train[1][:96]), val=(data.val[0][:64], data.val[1][:64]),
-                  full=data.full, test=(data.test[0][:64], data.test[1][:64]), mean=data.mean, std=data.std)
-
-
-@pytest.fixture
 def engine():
     return H.Engine.for_device("cpu")
 
