@@ -7,12 +7,13 @@ Sections
   2. Data                        load_cifar10, split_train_val, channel_stats, prepare_data
   3. Batches and augmentation    crop_flip, Batches (dataset kept on the device as uint8)
   4. Models from the notebook    notebook_namespace, count_parameters
-  5. Training engine             Engine, train_step, EpochSums, StaticStep (the CUDA-graph step),
-                                 checked_static_step, training_step, train_epoch, predict, evaluate,
-                                 ModelEMA, fit
-  6. Results store               config_hash, atomic_write, ResultsStore, run_experiment, best_by_validation
+  5. Training engine             auto_precision, sgd, Engine, train_step, EpochSums, StaticStep (the CUDA-graph
+                                 step), checked_static_step, training_step, train_epoch, predict, evaluate,
+                                 ModelEMA, training_state, resume, fit
+  6. Results store               config_hash, atomic_write, ResultsStore, run_experiment, best_by_validation,
+                                 Planned, served, training_rate, training_cost (what Run all will cost)
   7. Plots and tables            plot_pair, plot_confusion, render_tables, results_table, latex_table,
-                                 report_tables, results_at_a_glance, README generation
+                                 report_tables, results_at_a_glance, README generation (colab_badge)
 
 Nothing runs at import time: no data is read, no device is touched, no folder is made.
 """
@@ -1709,7 +1710,8 @@ def colab_badge(notebook: str | Path = "mini_project.ipynb") -> str:
 
 
 def update_readme(readme: str | Path = "README.md") -> None:
-    """Regenerate the marked blocks of README.md (results, figures, benchmark) from the files on disk."""
+    """Regenerate the marked blocks of README.md (Colab badge, results, figures, benchmark) from the files on
+    disk."""
     path = Path(readme)
     text = path.read_text()
     for key, body in (("colab", colab_badge()), ("results", readme_results()), ("figures", readme_figures()),
@@ -1723,5 +1725,5 @@ def update_readme(readme: str | Path = "README.md") -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["readme"]:
-        sys.exit("usage: python helpers.py readme    # regenerate README.md's results, figures and benchmark")
+        sys.exit("usage: python helpers.py readme    # regenerate README.md's badge, results, figures, benchmark")
     update_readme()

@@ -239,4 +239,4 @@ def test_two_epochs_of_option2_in_fp16_learn_like_bf16(models, data):
     for run in runs.values():
         assert all(math.isfinite(row["train_loss"]) for row in run.history)
         assert run.history[-1]["val_acc"] > 0.35
-    assert runs["fp16"].history[-1]["val_acc"] == pytest.approx(runs["bf16"].history[-1]["val_acc"], abs=0.05)
+    assert runs["fp16"].history[-1]["val_acc"] == pytest.approx(runs["bf16"].history[-1]["val_acc"], abs=0.08)
