@@ -842,12 +842,12 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     its first epoch, and one line for the first epoch, every `log_every` epochs, the last one, a diverged one.
     """
     module = engine.prepare(model)
-    fresh_weights, fresh_order = copy.deepcopy(model.state_dict()), train.state_dict()
     optimizer, scheduler, scaler, ema = training_state(model, config, engine, len(train))
     history: list[dict] = []
     seconds = 0.0
     state = read_checkpoint(checkpoint) if checkpoint is not None else None
     if state is not None:
+        fresh_weights, fresh_order = copy.deepcopy(model.state_dict()), train.state_dict()  # if it does not fit
         try:
             changed = resume(state, model, optimizer, scheduler, scaler, ema, train, engine)
             history, seconds = state["history"], state["seconds"]
@@ -1090,6 +1090,12 @@ def paths_taken(summaries: dict[str, dict]) -> str:
     return "; ".join(f"{path} ({count_text(n, 'run')})" for path, n in counts.items()) or "no run yet"
 
 
+def training_batches(x, y, config: dict, data: Data, device) -> Batches:
+    """The shuffled, augmented batches a run of `config` trains on (crop and flip, cutout when set)."""
+    return Batches(x, y, config["batch_size"], data.mean, data.std, device, shuffle=True, augment=True,
+                   pad=config.get("pad", 4), seed=config["seed"], cutout=config.get("cutout", 0))
+
+
 def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module], data: Data, engine: Engine,
                    store: ResultsStore, train_split: str = "train", keep_weights: bool = False,
                    tta: bool = False, evaluate_test: bool = True, checkpoint_seconds: float = 20.0,
@@ -1113,10 +1119,8 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     checkpoint = store.checkpoint(f"{name}-{digest}")
     set_seed(config["seed"])
     model = build_model()
-    batch_size = config["batch_size"]
     train_x, train_y = getattr(data, train_split)
-    train = Batches(train_x, train_y, batch_size, data.mean, data.std, engine.device, shuffle=True,
-                    augment=True, pad=config.get("pad", 4), seed=config["seed"], cutout=config.get("cutout", 0))
+    train = training_batches(train_x, train_y, config, data, engine.device)
     val = Batches(*data.val, 1024, data.mean, data.std, engine.device) if train_split == "train" else None
     final, history, seconds, path = fit(model, train, val, config, engine, checkpoint, checkpoint_seconds,
                                         on_epoch_end=on_epoch_end, label=name)
@@ -1179,8 +1183,7 @@ def training_rate(build: Callable[[], nn.Module], config: dict, data: Data, engi
     model = build()
     module = engine.prepare(model)
     n = min(len(data.train[1]), batches * config["batch_size"])  # 6 full batches: the graph's warm-up and check
-    train = Batches(data.train[0][:n], data.train[1][:n], config["batch_size"], data.mean, data.std,
-                    engine.device, shuffle=True, augment=True, cutout=config.get("cutout", 0))
+    train = training_batches(data.train[0][:n], data.train[1][:n], config, data, engine.device)
     optimizer, scheduler, scaler, ema = training_state(model, {**config, "lr": 0.0}, engine, len(train))
     step, _ = training_step(module, optimizer, engine, scaler, config.get("label_smoothing", 0.0), train)
     for _ in range(2 if engine.device.type == "cuda" else 1):  # on CUDA, the first pass pays for autotuning

@@ -69,6 +69,23 @@ def tiny_net():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
+class Interrupted(Exception):
+    """Stands for a disconnect or a kernel restart in the middle of a run."""
+
+
+def interrupt_after_two_epochs(build, config, tiny, engine, store) -> Path:
+    """A run of `config` stopped by an exception after its second epoch, with a checkpoint after every epoch;
+    returns that checkpoint."""
+    def stop_after_two(epoch):
+        if epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        H.run_experiment("m", config, build, tiny, engine, store, checkpoint_seconds=0, on_epoch_end=stop_after_two)
+    (checkpoint,) = (store.root / "checkpoints").iterdir()
+    return checkpoint
+
+
 @pytest.fixture(scope="session")
 def models():
     """The architectures, executed from the notebook's `model` cells."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import helpers as H
-from conftest import tiny_net
+from conftest import interrupt_after_two_epochs, tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -136,21 +136,9 @@ CONFIG = {"epochs": 3, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_de
           "schedule": "cosine", "seed": 0}
 
 
-class Interrupted(Exception):
-    """Stands for a disconnect in the middle of a run."""
-
-
 def interrupted_run(store, tiny, precision, build=tiny_net) -> Path:
-    """Two epochs of a three-epoch run in `precision`, a checkpoint after each; returns the checkpoint."""
-    def stop_after_two(epoch):
-        if epoch == 2:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        H.run_experiment("m", CONFIG, build, tiny, H.Engine.for_device("cpu", precision=precision), store,
-                         checkpoint_seconds=0, on_epoch_end=stop_after_two)
-    (checkpoint,) = (store.root / "checkpoints").iterdir()
-    return checkpoint
+    """Two epochs of a three-epoch run in `precision`; returns its checkpoint."""
+    return interrupt_after_two_epochs(build, CONFIG, tiny, H.Engine.for_device("cpu", precision=precision), store)
 
 
 @pytest.mark.parametrize("before, after", [("bf16", "fp16"), ("fp16", "fp32")])

@@ -8,13 +8,10 @@ import pytest
 import torch
 
 import helpers as H
+from conftest import Interrupted, interrupt_after_two_epochs
 
 CONFIG = {"epochs": 3, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
           "schedule": "cosine", "seed": 0}
-
-
-class Interrupted(Exception):
-    """Stands for a disconnect or a kernel restart in the middle of a run."""
 
 
 @pytest.fixture
@@ -32,17 +29,6 @@ def counted(models):
         return models["option1"]()
 
     return build, built
-
-
-def interrupt_after_two_epochs(models, tiny, engine, store):
-    """A run stopped by an exception after its second epoch, with a checkpoint after every epoch."""
-    def stop_after_two(epoch):
-        if epoch == 2:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, checkpoint_seconds=0,
-                         on_epoch_end=stop_after_two)
 
 
 def same_history(store_a, store_b, name="m"):
@@ -99,7 +85,7 @@ def test_a_truncated_checkpoint_is_moved_aside_and_training_starts_afresh(models
     H.run_experiment("m", CONFIG, models["option1"], tiny, engine, straight)
 
     store = H.ResultsStore(tmp_path / "cut")
-    interrupt_after_two_epochs(models, tiny, engine, store)
+    interrupt_after_two_epochs(models["option1"], CONFIG, tiny, engine, store)
     [checkpoint] = list((tmp_path / "cut" / "checkpoints").iterdir())
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     with pytest.warns(UserWarning, match="checkpoint unreadable"):
@@ -180,7 +166,7 @@ def test_interrupted_run_resumes_where_it_stopped(models, tiny, engine, tmp_path
     straight = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, H.ResultsStore(tmp_path / "a"))
 
     store = H.ResultsStore(tmp_path / "b")
-    interrupt_after_two_epochs(models, tiny, engine, store)
+    interrupt_after_two_epochs(models["option1"], CONFIG, tiny, engine, store)
     assert store.load("m") is None and len(list((tmp_path / "b" / "checkpoints").iterdir())) == 1
     resumed = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)
     assert resumed["epochs_completed"] == straight["epochs_completed"] == 3
@@ -198,7 +184,7 @@ def test_a_run_resumed_on_another_path_records_both(models, tiny, engine, tmp_pa
     for first, expected in (("cuda-graph", "cuda-graph, then eager (no CUDA device)"),
                             (None, "eager (no CUDA device)")):
         store = H.ResultsStore(tmp_path / str(first))
-        interrupt_after_two_epochs(models, tiny, engine, store)
+        interrupt_after_two_epochs(models["option1"], CONFIG, tiny, engine, store)
         (checkpoint,) = (store.root / "checkpoints").iterdir()
         state = torch.load(checkpoint, weights_only=True)
         assert state["path"] == "eager (no CUDA device)"
