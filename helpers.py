@@ -10,8 +10,9 @@ Sections
   5. Training engine             auto_precision, sgd, Engine, train_step, EpochSums, StaticStep (the CUDA-graph
                                  step), checked_static_step, training_step, train_epoch, predict, evaluate,
                                  ModelEMA, training_state, resume, fit
-  6. Results store               config_hash, atomic_write, ResultsStore, run_experiment, best_by_validation,
-                                 Planned, served, training_rate, training_cost (what Run all will cost)
+  6. Results store               config_hash, atomic_write, ResultsStore, training_batches, run_experiment,
+                                 best_by_validation, Planned, served, training_rate, training_cost (what Run
+                                 all will cost)
   7. Plots and tables            plot_pair, plot_confusion, render_tables, results_table, latex_table,
                                  report_tables, results_at_a_glance, README generation (colab_badge)
 
