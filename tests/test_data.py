@@ -35,7 +35,7 @@ def test_split_is_fixed_disjoint_and_complete(raw, data):
 
 
 def test_quick_subsets_follow_the_same_path(data_dir):
-    quick = H.prepare_data(data_dir, quick={"train": 100, "val": 50, "test": 40})
+    quick = H.prepare_data(data_dir, subset={"train": 100, "val": 50, "test": 40})
     assert (len(quick.train[0]), len(quick.val[0]), len(quick.test[0]), len(quick.full[0])) == (100, 50, 40, 150)
 
 

@@ -30,8 +30,8 @@ def test_fast_step_matches_plain_fp32_step(models, data):
     engine = H.Engine(device=torch.device("cpu"), amp_dtype=torch.bfloat16)
     engine.prepare(fast)
     optimizer = engine.optimizer(fast.parameters(), lr=0.0)
-    loss, logits = H.train_step(fast, images.contiguous(memory_format=torch.channels_last), labels, optimizer,
-                                engine, engine.scaler())
+    step = H.TrainStep(fast, optimizer, engine.scaler(), engine)
+    loss, logits = step(images.contiguous(memory_format=torch.channels_last), labels)
     plain_loss = F.cross_entropy(reference(images), labels)
     plain_loss.backward()
     assert loss.dtype == torch.float32 and logits.dtype == torch.bfloat16
@@ -67,7 +67,7 @@ def test_epoch_numbers_match_a_plain_loop(models, data):
     assert scores["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-4)
     # training epoch (lr 0, no shuffle, no augmentation): the device-side sums equal the plain per-batch means
     optimizer = engine.optimizer(model.parameters(), lr=0.0)
-    stats = H.train_epoch(model, batches, optimizer, engine, engine.scaler())
+    stats = H.train_epoch(H.TrainStep(model, optimizer, engine.scaler(), engine), batches)
     model.train()
     losses, correct = [], 0
     with torch.no_grad():

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 
 import helpers as H
+import report
+from store import ResultsStore, load_weights
 
 
 class Recorder(nn.Module):
@@ -132,13 +134,13 @@ def test_final_recipe_learns_on_real_data(models, data):
 def test_reload_reproduces_the_stored_accuracy(models, data, tmp_path):
     small = H.Data(train=data.train, val=data.val, full=(data.full[0][:256], data.full[1][:256]),
                    test=(data.test[0][:300], data.test[1][:300]), mean=data.mean, std=data.std)
-    engine, store = H.Engine.for_device("cpu"), H.ResultsStore(tmp_path)
+    engine, store = H.Engine.for_device("cpu"), ResultsStore(tmp_path)
     summary = H.run_experiment("final seed 0", final_config(epochs=1), models["fast_resnet"], small, engine,
                                store, train_split="full", keep_weights=True, tta=True)
     path = store.path("final seed 0", ".pt")
     assert path.stat().st_size < 16e6
     assert all(v.dtype == torch.float16 for v in torch.load(path).values() if v.is_floating_point())
-    reloaded = H.load_weights(models["fast_resnet"](), path)
+    reloaded = load_weights(models["fast_resnet"](), path)
     test = H.Batches(*small.test, 1024, data.mean, data.std, "cpu")
     assert H.evaluate(reloaded, test, engine, tta=True)["acc"] == pytest.approx(summary["test_acc"], abs=1e-9)
     assert "best_val_acc" not in summary  # trained on train+val: no validation score to report
@@ -192,13 +194,13 @@ def test_sweep_table_and_store_labels():
     summaries = {"final seed 0": {"name": "final seed 0"}, "final validation": tuning_run(0.940, 0.945),
                  "final sweep - cutout 12 px": tuning_run(0.948, 0.946),
                  "final sweep - no EMA": tuning_run(None, diverged=True)}
-    runs = H.sweep_runs(summaries)
+    runs = report.sweep_runs(summaries, "final validation", "final sweep - ", "starting recipe")
     assert list(runs) == ["starting recipe", "cutout 12 px", "no EMA"]
     # in training order: a combined round trained last comes last, whatever its name
     dated = {**summaries, "final sweep - a + b": {**tuning_run(0.95), "date": "2026-11-26T17:47:00+00:00"},
              "final sweep - z": {**tuning_run(0.94), "date": "2026-11-26T17:44:00+00:00"}}
-    assert list(H.sweep_runs(dated))[-2:] == ["z", "a + b"]
-    table = H.sweep_table(runs)
+    assert list(report.sweep_runs(dated, "final validation", "final sweep - ", "starting recipe"))[-2:] == ["z", "a + b"]
+    table = report.sweep_table(runs)
     assert table.loc["starting recipe", "change (points)"] == "+0.00"
     assert table.loc["cutout 12 px", "change (points)"] == "+0.30"
     assert table.loc["cutout 12 px", "val acc, TTA (%)"] == "94.60"

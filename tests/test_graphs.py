@@ -12,7 +12,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+import cuda_graph
 import helpers as H
+from store import ResultsStore
 from conftest import tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -81,8 +83,8 @@ def test_graph_plan_names_the_path_and_the_reason():
              "no CUDA": H.Engine.for_device("cpu", graphs=True),
              "fp16": H.Engine(cuda_device, torch.float16)}
     for reason, engine in cases.items():
-        use, path = engine.graph_plan()
-        assert not use and path.startswith("eager (") and reason in path, (reason, path)
+        use, kind = engine.graph_plan()
+        assert not use and kind.startswith("eager (") and reason in kind, (reason, kind)
 
 
 # --- the static-buffer path on the CPU ---------------------------------------------------------------
@@ -102,19 +104,19 @@ def test_static_buffer_epoch_equals_the_eager_epoch(data):
         scheduler = H.make_scheduler(optimizer, "onecycle", 1, 5, warmup=0.2)
         ema = H.ModelEMA(model, decay=0.9, every=1)
         batches = batches_of(data, 7 * 64 + 40, 64)
-        step = None
+        step, captured = H.TrainStep(model, optimizer, engine.scaler(), engine, 0.1), None
         if name == "static":
             before = [t.clone() for t in model.state_dict().values()]
-            step, path = H.checked_static_step(model, optimizer, engine, engine.scaler(),
-                                               H.EpochSums("cpu"), 0.1, batches, capture=False)
-            assert path == "static-buffers" and step.batch_size == 64
+            captured, kind = cuda_graph.checked_capture(step, H.EpochSums("cpu"), batches.fixed_batches(6),
+                                                        capture=False)
+            assert kind == "static-buffers" and captured.batch_size == 64
             assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values()))
             assert not optimizer.state or all(s["momentum_buffer"].abs().sum() == 0
                                               for s in optimizer.state.values())
-            buffer_address = step.images.data_ptr()
-        stats = H.train_epoch(model, batches, optimizer, engine, engine.scaler(), scheduler, 0.1, ema, step)
-        if step is not None:
-            assert step.images.data_ptr() == buffer_address
+            buffer_address = captured.images.data_ptr()
+        stats = H.train_epoch(step, batches, scheduler, ema, captured)
+        if captured is not None:
+            assert captured.images.data_ptr() == buffer_address
         results[name] = (stats, [p.detach().clone() for p in model.parameters()],
                          [p.clone() for p in ema.module.parameters()], float(optimizer.param_groups[0]["lr"]))
     (stats_a, weights_a, ema_a, lr_a), (stats_b, weights_b, ema_b, lr_b) = results["eager"], results["static"]
@@ -132,9 +134,9 @@ def test_failed_capture_falls_back_to_eager_with_one_warning(data):
     before = [t.clone() for t in model.state_dict().values()]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        step, path = H.checked_static_step(model, optimizer, engine, engine.scaler(), H.EpochSums("cpu"), 0.0,
-                                           batches_of(data, 512, 64), capture=True)
-    assert step is None and path.startswith("eager (capture failed")
+        captured, kind = cuda_graph.checked_capture(H.TrainStep(model, optimizer, engine.scaler(), engine),
+                                                    H.EpochSums("cpu"), batches_of(data, 512, 64).fixed_batches(6))
+    assert captured is None and kind.startswith("eager (capture failed")
     assert len(caught) == 1 and "training eagerly" in str(caught[0].message)
     assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values()))
 
@@ -147,17 +149,18 @@ def test_a_step_that_differs_from_eager_is_not_trusted(data):
     model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(3 * 32 * 32, 10))
     optimizer = engine.optimizer(model.parameters(), lr=0.1, momentum=0.9)
     with pytest.warns(UserWarning, match="CUDA graph step not used"):
-        step, path = H.checked_static_step(model, optimizer, engine, engine.scaler(), H.EpochSums("cpu"), 0.0,
-                                           batches_of(data, 512, 64), capture=False)
-    assert step is None and path.startswith("eager (loss of step")
+        captured, kind = cuda_graph.checked_capture(H.TrainStep(model, optimizer, engine.scaler(), engine),
+                                                    H.EpochSums("cpu"), batches_of(data, 512, 64).fixed_batches(6),
+                                                    capture=False)
+    assert captured is None and kind.startswith("eager (loss of step")
 
 
 def test_too_few_full_batches_stay_eager(data):
     engine = H.Engine.for_device("cpu")
     model = tiny_net()
-    step, path = H.checked_static_step(model, engine.optimizer(model.parameters(), lr=0.1), engine,
-                                       engine.scaler(), H.EpochSums("cpu"), 0.0, batches_of(data, 300, 64))
-    assert step is None and "full batches" in path
+    step = H.TrainStep(model, engine.optimizer(model.parameters(), lr=0.1), engine.scaler(), engine)
+    captured, kind = cuda_graph.checked_capture(step, H.EpochSums("cpu"), batches_of(data, 300, 64).fixed_batches(6))
+    assert captured is None and "full batches" in kind
 
 
 def test_the_path_is_recorded_in_the_summary(models, data, tmp_path):
@@ -165,7 +168,7 @@ def test_the_path_is_recorded_in_the_summary(models, data, tmp_path):
                    full=data.full, test=(data.test[0][:32], data.test[1][:32]), mean=data.mean, std=data.std)
     config = {"epochs": 1, "batch_size": 32, "lr": 0.01, "seed": 0}
     summary = H.run_experiment("m", config, tiny_net, small, H.Engine.for_device("cpu"),
-                               H.ResultsStore(tmp_path))
+                               ResultsStore(tmp_path))
     assert summary["path"] == "eager (no CUDA device)"
 
 
@@ -178,9 +181,9 @@ def test_static_step_returns_a_detached_loss(data):
     model = tiny_net()
     optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9)
     batches = batches_of(data, 512, 64)
-    step = H.StaticStep(model, optimizer, engine, engine.scaler(), H.EpochSums("cpu"), 0.0,
-                        batches.fixed_batches(1), capture=False)
-    loss = step(*batches.fixed_batches(1)[0])
+    captured = cuda_graph.CapturedStep(H.TrainStep(model, optimizer, engine.scaler(), engine), H.EpochSums("cpu"),
+                                       batches.fixed_batches(1), capture=False)
+    loss = captured(*batches.fixed_batches(1)[0])
     assert torch.isfinite(loss) and not loss.requires_grad and loss.grad_fn is None
 
 
@@ -195,20 +198,19 @@ def test_replayed_steps_equal_eager_steps(models, data, compiled):
     batches = batches_of(data, 4096, 128, "cuda")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        step, path = H.checked_static_step(module, optimizer, engine, engine.scaler(), H.EpochSums("cuda"),
-                                           0.0, batches)
-        assert path == "cuda-graph" and step.graph is not None
+        step = H.TrainStep(module, optimizer, engine.scaler(), engine)
+        captured, kind = H.graphed_step(step, batches)
+        assert kind == "cuda-graph" and captured.graph is not None
         # one more comparison, on augmented batches this time, from the same state
         pairs = [next(iter(batches)) for _ in range(3)]
-        start = H.snapshot(model, optimizer)
+        start = cuda_graph.snapshot(model, optimizer)
         before = [p.detach().clone() for p in model.parameters()]
-        replayed = [step(x, y).clone() for x, y in pairs]
+        replayed = [captured(x, y).clone() for x, y in pairs]
         after = [p.detach().clone() for p in model.parameters()]
-        H.restore(model, optimizer, start)
-        eager = [H.train_step(module, x, y, optimizer, engine, engine.scaler(), set_to_none=False)[0].detach()
-                 for x, y in pairs]
+        cuda_graph.restore(model, optimizer, start)
+        eager = [step(x, y)[0].detach() for x, y in pairs]  # keeps the graph's gradient tensors (keep_grads)
     assert not any(r.requires_grad for r in replayed)
-    assert H.compare_steps(replayed, eager, after, [p.detach() for p in model.parameters()], before) is None
+    assert cuda_graph.compare_steps(replayed, eager, after, [p.detach() for p in model.parameters()], before) is None
     # the eager steps beside the graph meet no gradient accumulator of the capture stream
     assert not [str(w.message) for w in caught if "AccumulateGrad" in str(w.message)]
 
@@ -227,7 +229,7 @@ def test_two_epochs_with_graphs_match_eager(models, data):
         val = H.Batches(*small.val, 1024, data.mean, data.std, "cuda")
         H.set_seed(0)
         runs[graphs] = H.fit(models["option2"](), train, val, config, engine)
-    assert runs[True].path == "cuda-graph" and runs[False].path == "eager (GRAPHS=False)"
+    assert runs[True].step_kind == "cuda-graph" and runs[False].step_kind == "eager (GRAPHS=False)"
     for a, b in zip(runs[True].history, runs[False].history):
         assert a["lr"] == pytest.approx(b["lr"])
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.03)
@@ -244,19 +246,18 @@ def test_graph_reads_the_schedule_and_feeds_the_weight_average(models, data):
     engine.prepare(model)
     optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9)
     batches = batches_of(data, 4096, 128, "cuda")
-    step, path = H.checked_static_step(model, optimizer, engine, engine.scaler(), H.EpochSums("cuda"), 0.0,
-                                       batches)
-    assert path == "cuda-graph"
+    captured, kind = H.graphed_step(H.TrainStep(model, optimizer, engine.scaler(), engine), batches)
+    assert kind == "cuda-graph"
     x, y = next(iter(batches))
     lr = optimizer.param_groups[0]["lr"]
     lr.fill_(0.0)
     weights = [p.detach().clone() for p in model.parameters()]
-    step(x, y)
+    captured(x, y)
     assert all(torch.equal(a, p) for a, p in zip(weights, model.parameters()))
     lr.fill_(0.05)
     ema = H.ModelEMA(model, decay=0.5, every=1)
     average = [p.detach().clone() for p in model.parameters()]
-    step(x, y)
+    captured(x, y)
     ema.update(model)
     assert any(not torch.equal(a, p) for a, p in zip(weights, model.parameters()))
     d = ema.current_decay()

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import helpers as H
+import report
 from conftest import NOTEBOOK, ROOT, require
 
 FIGURES = [f"model {a} and {b} val acc and loss.jpg" for a, b in [(1, 2), (1, 3), (2, 4), (3, 4), (3, 5), (5, 6)]]
@@ -73,7 +74,7 @@ def test_quick_run_writes_figures_tables_and_results(executed):
     assert all(name.startswith("final sweep - ") and " + " in name for name in combined)
     assert (results / "model 6.pt").exists() and (results / "final seed 0.pt").exists()
     # the recipe is chosen on validation only: no tuning run was tested; the seeds use the best one's config
-    tuning = H.sweep_runs(index)
+    tuning = report.sweep_runs(index, "final validation", "final sweep - ", "starting recipe")
     assert len(tuning) == 1 + len(sweep | combined)
     assert all("test_acc" not in run and run["train_images"] == 256 for run in tuning.values())
     best = max(tuning.values(), key=lambda run: H.validation_score(run)[0])

@@ -5,6 +5,9 @@ import math
 import pytest
 
 import helpers as H
+import plan
+from plan import Planned, served, training_cost, training_rate
+from store import ResultsStore
 from conftest import tiny_net
 
 CONFIG = {"epochs": 2, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
@@ -14,22 +17,22 @@ CONFIG = {"epochs": 2, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_de
 @pytest.fixture
 def store(tiny, tmp_path):
     """A store holding one complete run, "m", of CONFIG."""
-    store = H.ResultsStore(tmp_path)
+    store = ResultsStore(tmp_path)
     H.run_experiment("m", CONFIG, tiny_net, tiny, H.Engine.for_device("cpu"), store)
     return store
 
 
 def test_served_matches_the_config_except_what_earlier_runs_decide(store):
-    assert H.served(store, "m", H.Planned(CONFIG, tiny_net, 96))
-    assert not H.served(store, "other name", H.Planned(CONFIG, tiny_net, 96))
+    assert served(store, "m", Planned(CONFIG, tiny_net, 96))
+    assert not served(store, "other name", Planned(CONFIG, tiny_net, 96))
     changed = {**CONFIG, "lr": "decided by earlier runs"}
-    assert not H.served(store, "m", H.Planned(changed, tiny_net, 96))
-    assert H.served(store, "m", H.Planned(changed, tiny_net, 96, frozenset({"lr"})))
-    assert not H.served(store, "m", H.Planned({**CONFIG, "epochs": 3}, tiny_net, 96, frozenset({"lr"})))
+    assert not served(store, "m", Planned(changed, tiny_net, 96))
+    assert served(store, "m", Planned(changed, tiny_net, 96, frozenset({"lr"})))
+    assert not served(store, "m", Planned({**CONFIG, "epochs": 3}, tiny_net, 96, frozenset({"lr"})))
 
 
 def test_the_probe_measures_a_positive_training_rate(tiny):
-    rate = H.training_rate(tiny_net, CONFIG, tiny, H.Engine.for_device("cpu"))
+    rate = training_rate(tiny_net, CONFIG, tiny, H.Engine.for_device("cpu"))
     assert math.isfinite(rate) and rate > 0
 
 
@@ -40,15 +43,15 @@ def test_the_estimate_counts_served_runs_and_multiplies_the_measured_rate(store,
         probed.append(config["batch_size"])
         return 100.0
 
-    monkeypatch.setattr(H, "training_rate", rate)
-    plan = {"m": H.Planned(CONFIG, tiny_net, 96),
-            "n": H.Planned({**CONFIG, "epochs": 10}, tiny_net, 1000),
-            "o": H.Planned({**CONFIG, "epochs": 5}, tiny_net, 2000)}
-    text = H.training_cost(plan, store, tiny, H.Engine.for_device("cpu"))
+    monkeypatch.setattr(plan, "training_rate", rate)
+    runs = {"m": Planned(CONFIG, tiny_net, 96),
+            "n": Planned({**CONFIG, "epochs": 10}, tiny_net, 1000),
+            "o": Planned({**CONFIG, "epochs": 5}, tiny_net, 2000)}
+    text = training_cost(runs, store, tiny, H.Engine.for_device("cpu"))
     # n and o: (10 x 1000 + 5 x 2000) images at 100 img/s = 200 s; one probe for the shared architecture
     assert text.startswith(f"1 of 3 runs served from {store.root}/; 2 to train: about 3 min 20 s of training")
     assert "at batch 32: 100 img/s" in text and probed == [32]
-    assert H.training_cost({"m": plan["m"]}, store, tiny, H.Engine.for_device("cpu")).endswith("nothing to train")
+    assert training_cost({"m": runs["m"]}, store, tiny, H.Engine.for_device("cpu")).endswith("nothing to train")
     # a run decided by earlier ones is not served while one of them still has to train
-    decided = {"n": plan["n"], "m": H.Planned(CONFIG, tiny_net, 96, frozenset({"lr"}))}
-    assert H.training_cost(decided, store, tiny, H.Engine.for_device("cpu")).startswith("0 of 2 runs served")
+    decided = {"n": runs["n"], "m": Planned(CONFIG, tiny_net, 96, frozenset({"lr"}))}
+    assert training_cost(decided, store, tiny, H.Engine.for_device("cpu")).startswith("0 of 2 runs served")

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import helpers as H
+from store import ResultsStore
 from conftest import interrupt_after_two_epochs, tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -90,7 +91,8 @@ def fp16_steps(make_optimizer, overflow_first: bool, monkeypatch, device: str = 
     model = small_net()
     engine = H.Engine.for_device(device, precision="fp16")
     engine.prepare(model)
-    optimizer, scaler = make_optimizer(engine, model), engine.scaler()
+    step = H.TrainStep(model, make_optimizer(engine, model), engine.scaler(), engine)
+    scaler = step.scaler
     assert scaler.is_enabled()
     images = torch.randn(16, 3, 32, 32).to(device, memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (16,)).to(device)
@@ -98,10 +100,10 @@ def fp16_steps(make_optimizer, overflow_first: bool, monkeypatch, device: str = 
     monkeypatch.setattr(torch, "empty_like", lambda t, *a, **k: empty_like(t, *a, **k).fill_(math.nan))
     if overflow_first:
         model[-1].gain = math.inf
-        loss, _ = H.train_step(model, images, labels, optimizer, engine, scaler)
+        loss, _ = step(images, labels)
         assert not torch.isfinite(loss) and scaler.get_scale() < 2.0 ** 16  # skipped, the scale halved
         model[-1].gain = 1.0
-    H.train_step(model, images, labels, optimizer, engine, scaler)
+    step(images, labels)
     monkeypatch.setattr(torch, "empty_like", empty_like)
     return [p.detach().float().cpu() for p in model.parameters()]
 
@@ -143,7 +145,7 @@ def interrupted_run(store, tiny, precision, build=tiny_net) -> Path:
 
 @pytest.mark.parametrize("before, after", [("bf16", "fp16"), ("fp16", "fp32")])
 def test_a_checkpoint_resumes_in_another_precision(tiny, tmp_path, capsys, before, after):
-    store = H.ResultsStore(tmp_path)
+    store = ResultsStore(tmp_path)
     checkpoint = interrupted_run(store, tiny, before)
     state = torch.load(checkpoint, weights_only=True)  # tensors and plain data only
     assert state["precision"] == H.Engine.for_device("cpu", precision=before).precision
@@ -158,9 +160,9 @@ def test_a_checkpoint_resumes_in_another_precision(tiny, tmp_path, capsys, befor
 
 
 def test_a_checkpoint_of_another_model_is_set_aside_and_the_run_starts_afresh(tiny, tmp_path):
-    straight = H.ResultsStore(tmp_path / "straight")
+    straight = ResultsStore(tmp_path / "straight")
     H.run_experiment("m", CONFIG, tiny_net, tiny, H.Engine.for_device("cpu"), straight)
-    store = H.ResultsStore(tmp_path / "other")
+    store = ResultsStore(tmp_path / "other")
     wider = lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),  # noqa: E731
                                   nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
     checkpoint = interrupted_run(store, tiny, "fp32", build=wider)
@@ -183,7 +185,7 @@ class RunsCode:
 
 
 def test_a_checkpoint_that_would_run_code_is_never_unpickled(tiny, tmp_path):
-    store = H.ResultsStore(tmp_path / "results")
+    store = ResultsStore(tmp_path / "results")
     checkpoint = interrupted_run(store, tiny, "fp32")
     marker = tmp_path / "code ran"
     state = torch.load(checkpoint, weights_only=True)
@@ -223,7 +225,7 @@ def test_two_epochs_of_option2_in_fp16_learn_like_bf16(models, data):
         val = H.Batches(*small.val, 1024, data.mean, data.std, "cuda")
         H.set_seed(0)
         runs[precision] = H.fit(models["option2"](), train, val, config, engine)
-    assert runs["fp16"].path.startswith("eager (fp16") and runs["bf16"].path == "cuda-graph"
+    assert runs["fp16"].step_kind.startswith("eager (fp16") and runs["bf16"].step_kind == "cuda-graph"
     for run in runs.values():
         assert all(math.isfinite(row["train_loss"]) for row in run.history)
         assert run.history[-1]["val_acc"] > 0.35

@@ -3,7 +3,7 @@ import json
 import re
 import shutil
 
-import helpers as H
+from tools import update_readme
 from conftest import ROOT
 
 
@@ -11,8 +11,8 @@ def test_generated_blocks_match_results(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     copy = tmp_path / "README.md"
     shutil.copy(ROOT / "README.md", copy)
-    H.update_readme(copy)
-    assert copy.read_text() == (ROOT / "README.md").read_text(), "run: python3 helpers.py readme"
+    update_readme.update_readme(copy)
+    assert copy.read_text() == (ROOT / "README.md").read_text(), "run: python3 tools/update_readme.py"
 
 
 def test_ci_runs_the_readme_test_command():
@@ -22,7 +22,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_marks_missing_full_scale_results_as_pending(tmp_path):
-    text = H.readme_results(tmp_path)
+    text = update_readme.readme_results(tmp_path)
     assert "Full scale: pending" in text and "Quick mode (CPU smoke test): pending" in text
 
 
@@ -38,4 +38,4 @@ def test_colab_badge_comes_from_the_repository_named_in_the_notebook(tmp_path):
             ("", "no badge yet")):
         parameters["source"] = [re.sub(r"^REPOSITORY = .*$", f"REPOSITORY = {repository!r}", source, flags=re.M)]
         copy.write_text(json.dumps(notebook))
-        assert expected in H.colab_badge(copy)
+        assert expected in update_readme.colab_badge(copy)

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-import helpers as H
+import report
+from store import ResultsStore, config_hash
 from conftest import NOTEBOOK, require
 
 # The PDF export sets code in a box that holds 80 characters of its monospaced font (measured with
@@ -63,7 +64,7 @@ def test_every_dataframe_output_carries_a_latex_table():
     frames = dataframe_outputs(nb)
     assert len(frames) >= 8, "environment, class counts, Tables 1 and 2, results, per-class accuracy"
     missing = [o for o in frames if r"\begin{tabular}" not in "".join(o["data"].get("text/latex", ""))]
-    assert not missing, f"{len(missing)} DataFrame outputs have no LaTeX table (H.report_tables())"
+    assert not missing, f"{len(missing)} DataFrame outputs have no LaTeX table (report.report_tables())"
 
 
 def test_glance_sits_near_the_top_and_is_refreshed_by_the_last_cell():
@@ -71,8 +72,8 @@ def test_glance_sits_near_the_top_and_is_refreshed_by_the_last_cell():
     code = code_cells(nb)
     sources = ["".join(c["source"]) for c in code]
     first = next(i for i, s in enumerate(sources) if 'display_id="glance"' in s)
-    assert "= display(H.results_at_a_glance(" in sources[first] and first <= 4
-    assert "update_display(H.results_at_a_glance(" in sources[-1] and 'display_id="glance"' in sources[-1]
+    assert "= display(report.results_at_a_glance(" in sources[first] and first <= 4
+    assert "update_display(report.results_at_a_glance(" in sources[-1] and 'display_id="glance"' in sources[-1]
     shown = "".join("".join(o["data"]["text/plain"]) for o in code[first]["outputs"]
                     if "text/plain" in o.get("data", {}))
     assert "Full-scale results" in shown
@@ -146,13 +147,13 @@ def test_pdf_headings_are_numbered_once(exported):
 def summary(name: str, acc, seconds: float = 100.0, quick: bool = False, **extra) -> dict:
     config = {"arch": "option2", "lr": 0.01, "weight_decay": 0.0, "schedule": "constant", "epochs": 100,
               "quick": quick}
-    return {"name": name, "config": config, "config_hash": H.config_hash(config), "trainable_params": 4_977_226,
+    return {"name": name, "config": config, "config_hash": config_hash(config), "trainable_params": 4_977_226,
             "epochs_completed": 100, "train_images": 45_000, "device": "NVIDIA H100 80GB HBM3",
             "train_seconds": seconds, "test_acc": acc, "tta": name.startswith("final"), **extra}
 
 
 def fill_store(root):
-    store = H.ResultsStore(root)
+    store = ResultsStore(root)
     history = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}]
     for i, name in enumerate(SIX):
         if name == "model 4":
@@ -161,23 +162,29 @@ def fill_store(root):
             store.save(name, summary(name, 0.9 + i / 100), history)
     for k, acc in enumerate([0.960, 0.962, 0.958]):
         store.save(f"final seed {k}", summary(f"final seed {k}", acc, seconds=60.0), history)
-    H.ResultsStore(root / "quick").save("model 1", summary("model 1", 0.1, quick=True), history)
+    ResultsStore(root / "quick").save("model 1", summary("model 1", 0.1, quick=True), history)
     return store
+
+
+def glance(root, smoke_test: bool = False):
+    """Results at a glance with the notebook's names."""
+    return report.results_at_a_glance(root, SIX, "final seed", "Final model (FastResNet, Going further)",
+                                      smoke_test=smoke_test)
 
 
 def test_glance_says_pending_for_an_empty_store(tmp_path):
     for quick in (False, True):
-        report = H.results_at_a_glance(tmp_path / "results", quick=quick)
-        for text in (report.text, report._repr_html_(), report._repr_latex_()):
+        shown = glance(tmp_path / "results", smoke_test=quick)
+        for text in (shown.text, shown._repr_html_(), shown._repr_latex_()):
             assert "Full-scale results: pending" in text
             assert ("quick-mode smoke test" in text) == quick
-        assert not re.search(r"\d+\.\d\d", report.text), "no number when nothing has run"
+        assert not re.search(r"\d+\.\d\d", shown.text), "no number when nothing has run"
 
 
 def test_glance_shows_the_six_models_the_final_model_the_card_and_the_time(tmp_path):
     fill_store(tmp_path)
-    report = H.results_at_a_glance(tmp_path)
-    text = report.text
+    shown = glance(tmp_path)
+    text = shown.text
     assert "pending" not in text
     for i, name in enumerate(SIX):
         expected = "diverged at epoch 7" if name == "model 4" else f"{100 * (0.9 + i / 100):.2f}"
@@ -185,15 +192,15 @@ def test_glance_shows_the_six_models_the_final_model_the_card_and_the_time(tmp_p
     assert "96.00 ± 0.20%" in text and "3 seeds" in text
     assert "Card: NVIDIA H100 80GB HBM3" in text
     assert "Total training time: 13 min 00 s over 9 runs" in text  # 6 x 100 s + 3 x 60 s; not quick
-    latex = report._repr_latex_()
+    latex = shown._repr_latex_()
     assert r"\begin{tabular}" in latex and r"96.00 $\pm$ 0.20\%" in latex
-    assert "<table" in report._repr_html_()
+    assert "<table" in shown._repr_html_()
 
 
 def test_glance_marks_missing_models_pending(tmp_path):
     store = fill_store(tmp_path)
     store.path("model 6", ".json").unlink()
-    text = H.results_at_a_glance(tmp_path).text
+    text = glance(tmp_path).text
     assert re.search(r"model 6\s.*pending", text)
 
 
@@ -202,7 +209,7 @@ def test_latex_table_escapes_and_formats():
 
     table = pd.DataFrame({"test acc (%)": [93.1, 94.25], "weight_decay": [0.0, 5e-4], "lr": [0.01, "as #5"]},
                          index=pd.Index(["model_1", "model 2"], name="Table & more"))
-    latex = H.latex_table(table)
+    latex = report.latex_table(table)
     assert r"\begin{tabular}{lrrl}" in latex
     assert r"Table \& more & test acc (\%) & weight\_decay & lr \\" in latex
     assert r"model\_1 & 93.10 & 0.0000 & 0.01 \\" in latex
@@ -225,10 +232,10 @@ def test_latex_table_wraps_a_long_label_instead_of_shrinking():
     long = "no weight averaging + cutout 12 px + no label smoothing + widths 80-160-320-384"
     table = pd.DataFrame({"val acc (%)": ["91.44", "95.00"], "note": ["short", "also short"]},
                          index=pd.Index(["starting recipe", long], name="configuration"))
-    latex = H.latex_table(table)
-    wrapped = rf">{{\raggedright\arraybackslash}}p{{{H.LATEX_WRAP // 2}em}}"
+    latex = report.latex_table(table)
+    wrapped = rf">{{\raggedright\arraybackslash}}p{{{report.LATEX_WRAP // 2}em}}"
     assert rf"\begin{{tabular}}{{{wrapped}rl}}" in latex  # only the long column wraps
-    assert H.latex_table(table.iloc[:1]).count("raggedright") == 0  # short labels stay one line
+    assert report.latex_table(table.iloc[:1]).count("raggedright") == 0  # short labels stay one line
 
 
 def test_glance_is_refreshed_in_a_papermill_run(tmp_path):
@@ -237,12 +244,14 @@ def test_glance_is_refreshed_in_a_papermill_run(tmp_path):
 
     root = tmp_path / "results"
     cells = [
-        "import sys\nsys.path.insert(0, %r)\nimport helpers as H\n"
+        "import sys\nsys.path.insert(0, %r)\nimport report\n"
         "from IPython.display import display, update_display" % str(NOTEBOOK.parent),
-        f"glance = display(H.results_at_a_glance({str(root)!r}), display_id='glance')",
+        f"glance = display(report.results_at_a_glance({str(root)!r}, {SIX!r}, 'final seed', 'Final model'), "
+        "display_id='glance')",
         f"sys.path.insert(0, {str(NOTEBOOK.parent / 'tests')!r})\n"
         f"import test_report\nfrom pathlib import Path\ntest_report.fill_store(Path({str(root)!r}))",
-        f"update_display(H.results_at_a_glance({str(root)!r}), display_id='glance')",
+        f"update_display(report.results_at_a_glance({str(root)!r}, {SIX!r}, 'final seed', 'Final model'), "
+        "display_id='glance')",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import helpers as H
+from store import ResultsStore, atomic_write
 from conftest import Interrupted, interrupt_after_two_epochs
 
 CONFIG = {"epochs": 3, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
@@ -40,14 +41,14 @@ def same_history(store_a, store_b, name="m"):
 
 def test_an_interrupted_write_leaves_the_old_file(tmp_path):
     path = tmp_path / "results" / "m.json"
-    H.atomic_write(path, lambda tmp: tmp.write_text('{"old": 1}'))
+    atomic_write(path, lambda tmp: tmp.write_text('{"old": 1}'))
 
     def half_then_crash(tmp):
         tmp.write_text('{"new": ')
         raise Interrupted
 
     with pytest.raises(Interrupted):
-        H.atomic_write(path, half_then_crash)
+        atomic_write(path, half_then_crash)
     assert path.read_text() == '{"old": 1}'
     assert os.listdir(path.parent) == ["m.json"]  # no temporary file left behind
 
@@ -56,9 +57,9 @@ def test_a_checkpoint_write_cut_short_resumes_from_the_previous_one(models, tiny
                                                                       monkeypatch):
     """torch.save dies half-way through the epoch-2 checkpoint (what a Colab disconnect does): the epoch-1
     checkpoint is still whole, and the next run resumes from it and ends where a straight run ends."""
-    straight = H.ResultsStore(tmp_path / "straight")
+    straight = ResultsStore(tmp_path / "straight")
     H.run_experiment("m", CONFIG, models["option1"], tiny, engine, straight)
-    store = H.ResultsStore(tmp_path / "cut")
+    store = ResultsStore(tmp_path / "cut")
     real_save, calls = torch.save, []
 
     def dying_save(obj, target, *args, **kwargs):
@@ -81,10 +82,10 @@ def test_a_checkpoint_write_cut_short_resumes_from_the_previous_one(models, tiny
 
 
 def test_a_truncated_checkpoint_is_moved_aside_and_training_starts_afresh(models, tiny, engine, tmp_path):
-    straight = H.ResultsStore(tmp_path / "straight")
+    straight = ResultsStore(tmp_path / "straight")
     H.run_experiment("m", CONFIG, models["option1"], tiny, engine, straight)
 
-    store = H.ResultsStore(tmp_path / "cut")
+    store = ResultsStore(tmp_path / "cut")
     interrupt_after_two_epochs(models["option1"], CONFIG, tiny, engine, store)
     [checkpoint] = list((tmp_path / "cut" / "checkpoints").iterdir())
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
@@ -97,7 +98,7 @@ def test_a_truncated_checkpoint_is_moved_aside_and_training_starts_afresh(models
 
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
 def test_a_truncated_summary_or_history_is_retrained_never_skipped(counted, tiny, engine, tmp_path, suffix):
-    store = H.ResultsStore(tmp_path)
+    store = ResultsStore(tmp_path)
     build, built = counted
     config = {**CONFIG, "epochs": 2}
     first = H.run_experiment("m", config, build, tiny, engine, store)
@@ -113,7 +114,7 @@ def test_a_truncated_summary_or_history_is_retrained_never_skipped(counted, tiny
 
 def test_a_diverging_run_stops_is_stored_as_diverged_and_is_served_as_such(models, tiny, engine, tmp_path,
                                                                            capsys):
-    store = H.ResultsStore(tmp_path)
+    store = ResultsStore(tmp_path)
     config = {**CONFIG, "lr": 1e6, "epochs": 5, "schedule": "constant", "weight_decay": 0.0}
     summary = H.run_experiment("m", config, models["option1"], tiny, engine, store, keep_weights=True)
     epoch = summary["diverged_epoch"]
@@ -136,7 +137,7 @@ def test_a_diverging_run_stops_is_stored_as_diverged_and_is_served_as_such(model
 
 
 def test_a_learning_rate_is_never_taken_from_a_diverged_run(models, tiny, engine, tmp_path):
-    store = H.ResultsStore(tmp_path)
+    store = ResultsStore(tmp_path)
     summaries = {
         "low": H.run_experiment("low", {**CONFIG, "epochs": 1, "lr": 0.001}, models["option1"], tiny, engine,
                                 store),
@@ -149,7 +150,7 @@ def test_a_learning_rate_is_never_taken_from_a_diverged_run(models, tiny, engine
 
 
 def test_a_served_run_prints_its_stored_log(models, tiny, engine, tmp_path, capsys):
-    store = H.ResultsStore(tmp_path)
+    store = ResultsStore(tmp_path)
     config = {**CONFIG, "epochs": 12}
     H.run_experiment("m", config, models["option1"], tiny, engine, store)
     trained = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
@@ -163,14 +164,14 @@ def test_a_served_run_prints_its_stored_log(models, tiny, engine, tmp_path, caps
 
 
 def test_interrupted_run_resumes_where_it_stopped(models, tiny, engine, tmp_path):
-    straight = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, H.ResultsStore(tmp_path / "a"))
+    straight = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, ResultsStore(tmp_path / "a"))
 
-    store = H.ResultsStore(tmp_path / "b")
+    store = ResultsStore(tmp_path / "b")
     interrupt_after_two_epochs(models["option1"], CONFIG, tiny, engine, store)
     assert store.load("m") is None and len(list((tmp_path / "b" / "checkpoints").iterdir())) == 1
     resumed = H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)
     assert resumed["epochs_completed"] == straight["epochs_completed"] == 3
-    a, b = H.ResultsStore(tmp_path / "a").history("m"), store.history("m")
+    a, b = ResultsStore(tmp_path / "a").history("m"), store.history("m")
     assert len(a) == len(b) == 3
     for column in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         assert a[column].tolist() == pytest.approx(b[column].tolist(), rel=1e-5), column
@@ -183,7 +184,7 @@ def test_a_run_resumed_on_another_path_records_both(models, tiny, engine, tmp_pa
     CPU says so, and a run resumed on the same path names it once."""
     for first, expected in (("cuda-graph", "cuda-graph, then eager (no CUDA device)"),
                             (None, "eager (no CUDA device)")):
-        store = H.ResultsStore(tmp_path / str(first))
+        store = ResultsStore(tmp_path / str(first))
         interrupt_after_two_epochs(models["option1"], CONFIG, tiny, engine, store)
         (checkpoint,) = (store.root / "checkpoints").iterdir()
         state = torch.load(checkpoint, weights_only=True)
@@ -192,12 +193,12 @@ def test_a_run_resumed_on_another_path_records_both(models, tiny, engine, tmp_pa
             state["path"] = first  # as if the first two epochs had run on a GPU
             torch.save(state, checkpoint)
         assert H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)["path"] == expected
-    assert H.joined_path("cuda-graph", "eager (GRAPHS=False)", training=False) == "cuda-graph"
-    assert H.joined_path("a, then b", "b", training=True) == "a, then b"
+    assert H.joined_kind("cuda-graph", "eager (GRAPHS=False)", training=False) == "cuda-graph"
+    assert H.joined_kind("a, then b", "b", training=True) == "a, then b"
 
 
 def test_complete_results_are_served_and_a_changed_config_retrains(counted, tiny, engine, tmp_path):
-    store = H.ResultsStore(tmp_path)
+    store = ResultsStore(tmp_path)
     build, built = counted
     config = {**CONFIG, "epochs": 1}
     first = H.run_experiment("m", config, build, tiny, engine, store)
@@ -206,7 +207,7 @@ def test_complete_results_are_served_and_a_changed_config_retrains(counted, tiny
     changed = H.run_experiment("m", {**config, "lr": 0.02}, build, tiny, engine, store)
     assert len(built) == 2 and changed["config"]["lr"] == 0.02
     assert changed["config_hash"] != first["config_hash"]
-    index = H.ResultsStore(tmp_path).summaries()
+    index = ResultsStore(tmp_path).summaries()
     assert set(index) == {"m"} and (tmp_path / "summary.json").exists()
     for key in ("config", "trainable_params", "epochs_completed", "device", "torch", "date", "train_seconds",
                 "best_val_acc", "final_val_acc", "test_acc"):

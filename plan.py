@@ -1,0 +1,73 @@
+"""What a Run all will train, and what that costs on this device: the runs the store already serves, and a timed
+probe of each architecture left to train, times its epochs and images. No number here is typed."""
+from __future__ import annotations
+
+import time
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn as nn
+
+import helpers as H
+from store import ResultsStore
+
+
+class Planned(NamedTuple):
+    """A run that Run all will make: its config, model factory and training images. `decided` names the config
+    keys that earlier runs decide (Model 5's learning rate): the config holds a stand-in, any stored value fits."""
+
+    config: dict
+    build: Callable[[], nn.Module]
+    images: int
+    decided: frozenset = frozenset()
+
+
+def served(store: ResultsStore, name: str, planned: Planned) -> bool:
+    """Whether the store holds a complete result of `name` for the planned config (`decided` keys aside)."""
+    summary = store.load(name)
+    if summary is None or set(summary["config"]) != set(planned.config):
+        return False
+    if any(summary["config"][k] != v for k, v in planned.config.items() if k not in planned.decided):
+        return False
+    return store.complete(name, summary["config"]) is not None
+
+
+def training_rate(build: Callable[[], nn.Module], config: dict, data: H.Data, engine: H.Engine,
+                  batches: int = 6) -> float:
+    """Training images per second of `build` under `config` here, on the step its run would take (CUDA graph or
+    eager): one timed pass over `batches` batches of real images, after a warm-up pass on CUDA."""
+    model = build()
+    module = engine.prepare(model)
+    n = min(len(data.train[1]), batches * config["batch_size"])  # 6 full batches: the graph's warm-up and check
+    train = H.training_batches(data.train[0][:n], data.train[1][:n], config, data, engine.device)
+    state = H.training_state(model, module, H.with_defaults({**config, "lr": 0.0}), engine, len(train))
+    captured, _ = H.graphed_step(state.step, train)
+    for _ in range(2 if engine.device.type == "cuda" else 1):  # on CUDA, the first pass pays for autotuning
+        start = time.perf_counter()
+        H.train_epoch(state.step, train, state.scheduler, state.ema, captured)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+    return n / (time.perf_counter() - start)
+
+
+def training_cost(plan: dict[str, Planned], store: ResultsStore, data: H.Data, engine: H.Engine) -> str:
+    """How many runs of `plan` (in order) the store serves, and the time to train the others here from a probe
+    of each of their architectures (`training_rate`); a run with `decided` keys is served only after its deciders."""
+    left, rates, seconds = [], {}, 0.0
+    for name, planned in plan.items():
+        if served(store, name, planned) and not (planned.decided and left):
+            continue
+        left.append(name)
+        config = planned.config
+        key = (config.get("arch"), "-".join(map(str, config.get("widths") or [])), str(config.get("blocks")),
+               config["batch_size"])
+        if key not in rates:
+            rates[key] = training_rate(planned.build, config, data, engine)
+        seconds += config["epochs"] * planned.images / rates[key]
+    text = f"{len(plan) - len(left)} of {H.count_text(len(plan), 'run')} served from {store.root}/"
+    if not left:
+        return text + "; nothing to train"
+    measured = ", ".join(f"{arch}{' ' + widths if widths else ''} at batch {batch}: {rate:,.0f} img/s"
+                         for (arch, widths, _, batch), rate in rates.items())
+    return (f"{text}; {len(left)} to train: about {H.format_duration(seconds)} of training on "
+            f"{H.device_name(engine.device)} in {engine.precision} (measured here: {measured})")

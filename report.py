@@ -1,0 +1,387 @@
+"""The report's tables, figures and summaries, computed from the results store. Accuracies are shown in percent.
+
+The notebook passes the names it gives its experiments; nothing here knows them. Every table has an HTML form
+(Jupyter, Colab, GitHub) and a LaTeX form (the PDF export: `report_tables`, `latex_table`).
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+import helpers as H
+from store import ResultsStore, atomic_write
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Numbers as text
+# ---------------------------------------------------------------------------------------------------
+
+
+def accuracy_text(summary: dict | None, key: str = "test_acc") -> str:
+    """An accuracy of a run's summary in % as tables show it: the number, 'diverged at epoch k', 'pending' (no
+    run yet) or 'not measured'."""
+    if summary is None:
+        return "pending"
+    if summary.get("diverged"):
+        return f"diverged at epoch {summary.get('diverged_epoch', '?')}"
+    if summary.get(key) is None:
+        return "not measured"
+    return f"{100 * summary[key]:.2f}"
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def recipe_text(config: dict) -> str:
+    """'option2, lr 0.01, weight decay 0.0005, cosine' from an experiment's configuration."""
+    parts = [str(config.get("arch", "?")), f"lr {config.get('lr', '?')}"]
+    if config.get("weight_decay"):
+        parts.append(f"weight decay {config['weight_decay']}")
+    if config.get("schedule") not in (None, "constant"):
+        parts.append(str(config["schedule"]))
+    return ", ".join(parts)
+
+
+def compare_line(a: str, b: str, summaries: dict[str, dict], images: int) -> str:
+    """'model 4 88.10% vs model 3 85.32%: higher': final validation accuracy of two runs on the same `images`
+    validation images, with `helpers.verdict` ('within noise' under one standard error)."""
+    if summaries[a].get("diverged") or summaries[b].get("diverged"):
+        text = {n: accuracy_text(summaries[n], "final_val_acc") for n in (a, b)}
+        return f"{a} {text[a]} vs {b} {text[b]}: no verdict"
+    va, vb = summaries[a]["final_val_acc"], summaries[b]["final_val_acc"]
+    return f"{a} {100 * va:.2f}% vs {b} {100 * vb:.2f}%: {H.verdict(va, vb, images)}"
+
+
+def steps_taken(summaries: dict[str, dict]) -> str:
+    """The step kinds of the stored runs with their counts: 'cuda-graph (10 runs)'; runs stored before the kind
+    was recorded are counted too."""
+    counts: dict[str, int] = {}
+    for summary in summaries.values():
+        kind = summary.get("path", "not recorded")  # "path": the step kind's stored key
+        counts[kind] = counts.get(kind, 0) + 1
+    return "; ".join(f"{kind} ({H.count_text(n, 'run')})" for kind, n in counts.items()) or "no run yet"
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Tables
+# ---------------------------------------------------------------------------------------------------
+
+
+def results_table(summaries: dict[str, dict]):
+    """One row per experiment: parameters, epochs, images, validation and test accuracy (%), training time, the
+    kind of training step and the device."""
+    import pandas as pd
+
+    rows = []
+    for name, s in summaries.items():
+        rows.append({
+            "model": name, "trainable params": f"{s['trainable_params']:,}",
+            "epochs": s["epochs_completed"], "train images": s["train_images"],
+            "best val acc (%)": accuracy_text(s, "best_val_acc"),
+            "final val acc (%)": accuracy_text(s, "final_val_acc"),
+            "test acc (%)": accuracy_text(s, "test_acc"),
+            "train time (s)": round(s["train_seconds"], 1),
+            "training step": s.get("path", "not recorded"), "device": s["device"],
+        })
+    return pd.DataFrame(rows).set_index("model")
+
+
+def sweep_table(runs: dict[str, dict]):
+    """One row per tuning run (trained on the 45k split, scored on validation only): parameters, epochs, time,
+    validation accuracy without and with test-time augmentation, and the better one's change against row one."""
+    import pandas as pd
+
+    base = H.validation_score(next(iter(runs.values())))[0]
+    rows = []
+    for label, s in runs.items():
+        score = H.validation_score(s)[0]
+        rows.append({
+            "configuration": label, "trainable params": f"{s['trainable_params']:,}",
+            "epochs": s["epochs_completed"], "train time (s)": round(s["train_seconds"], 1),
+            "val acc (%)": accuracy_text(s, "final_val_acc"),
+            "val acc, TTA (%)": accuracy_text(s, "final_val_acc_tta"),
+            "change (points)": f"{100 * (score - base):+.2f}" if math.isfinite(score) else "",
+        })
+    return pd.DataFrame(rows).set_index("configuration")
+
+
+def by_date(named: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """(name, summary) pairs in training order: by the summaries' dates, keeping the given order among equal
+    or missing dates."""
+    return sorted(named, key=lambda item: item[1].get("date", ""))
+
+
+def sweep_runs(summaries: dict[str, dict], base: str, prefix: str, base_label: str) -> dict[str, dict]:
+    """The tuning runs of a store, labelled as the sweep table shows them: run `base` first (as `base_label`),
+    then each `prefix` + <change> in training order, so that a combined round comes last."""
+    runs = {base_label: summaries[base]} if base in summaries else {}
+    tried = [(name, s) for name, s in summaries.items() if name.startswith(prefix)]
+    runs.update({name[len(prefix):]: s for name, s in by_date(tried)})
+    return runs
+
+
+def markdown_table(table) -> str:
+    """A pandas DataFrame as a GitHub Markdown table (index included), without extra packages."""
+    columns = [table.index.name or ""] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for index, row in table.iterrows():
+        cells = [str(index)] + ["" if v is None or v != v else str(v) for v in row.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Tables in the PDF: LaTeX beside the HTML
+# ---------------------------------------------------------------------------------------------------
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "×": r"$\times$"}
+LATEX_WRAP = 36  # characters: a longer text cell wraps in a LATEX_WRAP // 2 em wide column of the PDF's tables
+
+
+def latex_escape(text) -> str:
+    """Plain text -> LaTeX source that prints it."""
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def is_number(text: str) -> bool:
+    return re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?", text) is not None
+
+
+def float_decimals(values) -> int:
+    """The fewest decimals (at most 4) that show every value of a float column."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return next((d for d in range(4) if all(abs(v - round(v, d)) < 5e-5 for v in finite)), 4)
+
+
+def table_cell(value, decimals: int | None = None) -> str:
+    if value is None or (isinstance(value, (float, np.floating)) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{decimals}f}" if decimals is not None else f"{value:g}"
+    return str(value)
+
+
+def latex_table(table) -> str:
+    """A DataFrame (or Series) as a booktabs LaTeX table: text escaped, each float column with the fewest
+    decimals that show it, numbers right-aligned, long text wrapped (not shrunk), shrunk only if still too wide."""
+    import pandas as pd
+
+    frame = table.to_frame() if isinstance(table, pd.Series) else table
+    columns = []
+    for j in range(frame.shape[1]):
+        column = frame.iloc[:, j]
+        decimals = float_decimals(column) if pd.api.types.is_float_dtype(column.dtype) else None
+        columns.append([table_cell(v, decimals) for v in column.tolist()])
+
+    def text_align(cells) -> str:
+        wrap = max(map(len, cells), default=0) > LATEX_WRAP  # a long label wraps: the table keeps a legible size
+        return rf">{{\raggedright\arraybackslash}}p{{{LATEX_WRAP // 2}em}}" if wrap else "l"
+
+    align = text_align([str(i) for i in frame.index]) + "".join(
+        "r" if all(is_number(c) for c in cells if c) and any(cells) else text_align(cells) for cells in columns)
+    corner = "" if frame.index.name is None else frame.index.name
+
+    def row(cells) -> str:
+        return " & ".join(latex_escape(c) for c in cells) + r" \\"
+
+    lines = [r"\begin{center}", r"\begin{adjustbox}{max width=\linewidth}", rf"\begin{{tabular}}{{{align}}}",
+             r"\toprule", row([corner, *map(str, frame.columns)]), r"\midrule"]
+    lines += [row([str(index), *(cells[i] for cells in columns)]) for i, index in enumerate(frame.index)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{adjustbox}", r"\end{center}"]
+    return "\n".join(lines)
+
+
+def report_tables() -> None:
+    """From now on every DataFrame this IPython session displays carries a LaTeX table beside its HTML: the PDF
+    export (nbconvert prefers text/latex) typesets a real table. Outside IPython it does nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        import pandas as pd
+
+        shell.display_formatter.formatters["text/latex"].for_type(pd.DataFrame, latex_table)
+
+
+class Report:
+    """A heading, an optional table and a few lines of text, as HTML, LaTeX and plain text. `display(report,
+    display_id=...)` shows it; `update_display(report, display_id=...)` replaces it wherever it is."""
+
+    def __init__(self, title: str, lines: list[str], table=None):
+        self.title, self.lines, self.table = title, [line for line in lines if line], table
+
+    @property
+    def text(self) -> str:
+        table = [] if self.table is None else [self.table.to_string()]
+        return "\n".join([self.title, *table, *self.lines])
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        import html
+
+        table = [] if self.table is None else [self.table.to_html()]
+        return "\n".join([f"<p><b>{html.escape(self.title)}</b></p>", *table,
+                          *(f"<p>{html.escape(line)}</p>" for line in self.lines)])
+
+    def _repr_latex_(self) -> str:
+        table = [] if self.table is None else [latex_table(self.table)]
+        return "\n\n".join([rf"\noindent\textbf{{{latex_escape(self.title)}}}", *table,
+                            *(rf"\noindent {latex_escape(line)}" for line in self.lines)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. The final model and Results at a glance
+# ---------------------------------------------------------------------------------------------------
+
+
+def final_seeds(summaries: dict[str, dict], prefix: str) -> tuple[list[dict], list[float], list[str]]:
+    """The final model's seeds (the runs named `prefix` + k): the tested runs' summaries, their test accuracies
+    (%), and a note for each seed that diverged (left out of the mean)."""
+    runs = [s for name, s in sorted(summaries.items()) if name.startswith(prefix)]
+    diverged = [f"{s['name']} diverged at epoch {s['diverged_epoch']}" for s in runs if s.get("diverged")]
+    tested = [s for s in runs if not s.get("diverged") and s.get("test_acc") is not None]
+    return tested, [100 * s["test_acc"] for s in tested], diverged
+
+
+def final_model_line(seeds: list[dict], network: str) -> str | None:
+    """'`network`, N parameters, ...: test accuracy mean +- std over N seeds (...)' from the seeds' summaries."""
+    tested, accs, diverged = final_seeds({s["name"]: s for s in seeds}, "")
+    if not tested:
+        return f"{network}: {'; '.join(diverged)}" if diverged else None
+    left_out = f"; left out: {'; '.join(diverged)}" if diverged else ""
+    mean, std = mean_and_std(accs)
+    views = ", test-time augmentation" if tested[0].get("tta") else ""
+    epochs = tested[0]["config"]["epochs"]
+    return (f"{network}, {tested[0]['trainable_params']:,} parameters, {H.count_text(epochs, 'epoch')} on "
+            f"{tested[0]['train_images']:,} images: test accuracy {mean:.2f} +- {std:.2f}% over "
+            f"{len(tested)} seeds ({', '.join(f'{a:.2f}' for a in accs)}), final epoch{views}, "
+            f"{sum(s['train_seconds'] for s in tested) / len(tested):.1f} s of training per seed on "
+            f"{tested[0]['device']}{left_out}")
+
+
+def results_at_a_glance(results_dir: str | Path, models: list[str], seed_prefix: str, final: str,
+                        smoke_test: bool = False) -> Report:
+    """The notebook's summary near its top, from the full-scale store `results_dir`: each of `models`' test
+    accuracy, the `final` model's mean ± std over its seeds (`seed_prefix` + k), the card and the total time."""
+    import pandas as pd
+
+    root = Path(results_dir)
+    summaries = {name: s for name, s in ResultsStore(root).summaries().items()
+                 if not s.get("config", {}).get("quick")}
+    note = ("This render is a quick-mode smoke test (tiny subsets, one or two epochs): the numbers further "
+            "down show only that the code runs, nothing about the models." if smoke_test else "")
+    seeds, tested, diverged = final_seeds(summaries, seed_prefix)
+    if not any(name in summaries for name in models) and not seeds and not diverged:
+        return Report("Full-scale results: pending",
+                      [f"No full-scale run has landed in {root}/ yet; this summary fills in from there once "
+                       "the notebook has run on a CUDA GPU (it is refreshed by the last cell).", note])
+    table = pd.DataFrame({
+        "recipe": [recipe_text(summaries[n]["config"]) if n in summaries else "" for n in models],
+        "epochs": [str(summaries[n].get("epochs_completed", "")) if n in summaries else "" for n in models],
+        "test acc (%)": [accuracy_text(summaries.get(n)) for n in models],
+    }, index=pd.Index(models, name="model"))
+    line = f"{final}: pending."
+    if tested:
+        mean, std = mean_and_std(tested)
+        views = ", with test-time augmentation" if seeds[0].get("tta") else ""
+        line = (f"{final}: test accuracy {mean:.2f} ± {std:.2f}% (mean ± std over "
+                f"{H.count_text(len(tested), 'seed')}, final epoch{views}).")
+    if diverged:
+        line += " " + "; ".join(diverged).capitalize() + "."
+    cards = sorted({s["device"] for s in summaries.values() if s.get("device")})
+    seconds = sum(s.get("train_seconds") or 0 for s in summaries.values())
+    return Report(f"Full-scale results (from {root}/)", [
+        line, f"{'Cards' if len(cards) > 1 else 'Card'}: {', '.join(cards) or 'not recorded'}.",
+        f"Total training time: {H.format_duration(seconds)} over {len(summaries)} runs.", note], table)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. Figures
+# ---------------------------------------------------------------------------------------------------
+
+
+def save_figure(fig, path: str | Path, **options) -> None:
+    """fig.savefig(path, **options), written atomically."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, **options))
+
+
+def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, str], path: Path):
+    """Validation accuracy and loss against epoch for two experiments, side by side, saved to `path`; a diverged
+    run is drawn to its last finite epoch, with a dotted line where it diverged."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(7.5, 3.2))  # fits an A4/letter page
+    for name, label in zip(names, labels):
+        h = store.history(name)
+        rows = h.to_dict("records")
+        finite = h[[not H.is_diverged(row) for row in rows]]
+        stop = H.diverged_epoch(rows)
+        if stop is not None:
+            label = f"{label}, diverged at epoch {stop}"
+        for ax, values in ((ax_acc, finite["val_acc"] * 100), (ax_loss, finite["val_loss"])):
+            line, = ax.plot(finite["epoch"], values, label=label, marker="." if len(h) < 10 else None)
+            if stop is not None:
+                ax.axvline(stop, color=line.get_color(), linestyle=":")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{labels[0]} vs {labels[1]}", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    return fig
+
+
+def plot_confusion(counts, path: Path, title: str):
+    """The confusion matrix (`helpers.confusion_matrix`) as a heat map with the counts written in; saved."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))  # fits an A4/letter page
+    ax.imshow(counts.numpy(), cmap="Blues")
+    ax.set_xticks(range(10), H.CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(10), H.CLASSES)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    top = counts.max().item()
+    for i in range(10):
+        for j in range(10):
+            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if counts[i, j] > top / 2 else "black")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    return fig
+
+
+def render_tables(tables: dict, path: Path):
+    """Render pandas tables (title -> DataFrame) one under the other into an image; saved to path."""
+    import matplotlib.pyplot as plt
+
+    heights = [0.6 + 0.32 * (len(t) + 1) for t in tables.values()]
+    fig, axes = plt.subplots(len(tables), 1, figsize=(11, sum(heights)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (title, table) in zip(axes[:, 0], tables.items()):
+        ax.axis("off")
+        ax.set_title(title, loc="left", fontweight="bold")
+        shown = ax.table(cellText=table.astype(str).values, colLabels=list(table.columns),
+                         rowLabels=list(table.index), loc="center", cellLoc="center")
+        shown.auto_set_font_size(False)
+        shown.set_fontsize(9)
+        shown.auto_set_column_width(list(range(len(table.columns))))
+        shown.scale(1, 1.3)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=130, bbox_inches="tight")
+    return fig

@@ -1,0 +1,129 @@
+"""Regenerate README.md's marked blocks (Colab badge, results, figures, benchmark) from the files on disk.
+
+Usage:   python3 tools/update_readme.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
+
+import helpers as H  # noqa: E402
+import report  # noqa: E402
+from store import ResultsStore  # noqa: E402
+
+# The names the notebook gives its runs in the results store
+MODEL_PREFIX = "model "                 # the six experiments: "model 1" ... "model 6"
+SWEEP_BASE = "final validation"         # the final recipe trained on the 45k split
+SWEEP_PREFIX = "final sweep - "         # a tuning run: SWEEP_PREFIX + the label of its change
+BASE_LABEL = "starting recipe"          # how the sweep table labels SWEEP_BASE
+SEED_PREFIX = "final seed"              # the final model's seeds: "final seed 0", ...
+NETWORK = "FastResNet"                  # the final model's network
+FIRST_SWEEP = "first-sweep"             # results/ subfolder: the first sweep, its chosen recipe and seeds, as run
+
+
+def sweep_text(summaries: dict[str, dict], intro: str, outcome: str) -> list[str]:
+    """The paragraphs for a store's tuning sweep: `intro` and the sweep table (when it has tuning runs), then
+    `outcome` and the final model's line (when it has tested seeds)."""
+    runs = report.sweep_runs(summaries, SWEEP_BASE, SWEEP_PREFIX, BASE_LABEL)
+    seeds = [s for name, s in summaries.items() if name.startswith(SEED_PREFIX)]
+    line = report.final_model_line(seeds, NETWORK) if seeds else None
+    return ([f"{intro}:\n\n{report.markdown_table(report.sweep_table(runs))}"] if runs else []) + (
+        [f"{outcome}: {line}."] if line else [])
+
+
+def exploration_table(path: str | Path) -> str | None:
+    """The table of the exploration runs made outside the notebook (benchmarks/exploration.py), in training
+    order, or None when there are none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    runs = dict(report.by_date(list(json.loads(path.read_text()).items())))
+    cards = sorted({s.get("device", "?") for s in runs.values()})
+    return (f"Exploration outside the notebook (`benchmarks/exploration.py`, `{path.parent.as_posix()}/`, on "
+            f"{', '.join(cards)}), trained on the 45k split and scored on validation only, to plan the next "
+            f"sweep; change against its first row:\n\n{report.markdown_table(report.sweep_table(runs))}")
+
+
+def readme_results(results_dir: str | Path = "results") -> str:
+    """The results section: the six experiments, the sweeps and the final model, full scale and quick mode."""
+    root = Path(results_dir)
+    parts = []
+    for folder, title in ((root, "Full scale"), (root / "quick", "Quick mode (CPU smoke test)")):
+        summaries = ResultsStore(folder).summaries()
+        six = {name: s for name, s in summaries.items() if name.startswith(MODEL_PREFIX)}
+        if not six:
+            parts.append(f"**{title}: pending.** No run of this kind has landed in `{folder}/` yet.")
+            continue
+        note = (" These numbers come from tiny subsets and one or two epochs: they show that the code runs, "
+                "nothing about the models." if folder != root else "")
+        parts.append(f"**{title}** (`{folder}/`).{note}\n\n{report.markdown_table(report.results_table(six))}")
+        parts += sweep_text(summaries, "Going further, the recipe tuned on the 45k split and scored on validation "
+                            "only", "Going further")
+        if folder == root:
+            first = folder / FIRST_SWEEP
+            parts += sweep_text(ResultsStore(first).summaries(),
+                                f"The first sweep (`{first.as_posix()}/`; its weight average copied the live "
+                                "BatchNorm statistics), trained on the 45k split and scored on validation only",
+                                "Its chosen recipe")
+            explored = [exploration_table(p / "summary.json") for p in sorted(folder.glob("exploration*"))]
+            parts += filter(None, explored)
+    return "\n\n".join(parts)
+
+
+def readme_figures(doc_dir: str | Path = "documentation") -> str:
+    """Markdown that shows the notebook's saved figures: full scale when there are any, else quick mode."""
+    root = Path(doc_dir)
+    folder = root if any(root.glob("*.jpg")) else root / "quick"
+    figures = sorted(folder.glob("model * and * val acc and loss.jpg")) + sorted(folder.glob("*.png"))
+    if not figures:
+        return "No figures yet."
+    label = "" if folder == root else "Quick mode (smoke test, not results): "
+    return "\n\n".join(f"{label}{p.stem}  \n![{p.stem}]({p.as_posix().replace(' ', '%20')})" for p in figures)
+
+
+def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
+    """The tables that benchmarks/train_speed.py wrote, one per device."""
+    files = sorted(Path(folder).glob("train_speed_*.md"), key=lambda p: ("-compile" in p.stem, p.name))  # plain first
+    tables = [p.read_text().replace("# Training speed", "#### Training speed") for p in files]
+    if all("cpu" in p.name for p in files):
+        tables.append("**GPU figures: pending.** The benchmark has not run on a GPU yet; no GPU number is estimated.")
+    return "\n\n".join(tables)
+
+
+def colab_badge(notebook: str | Path = "mini_project.ipynb") -> str:
+    """The *Open in Colab* badge, built from the GitHub URL the notebook's parameters cell names (`REPOSITORY`);
+    while none is named, the line that says where to set it."""
+    repository = H.notebook_namespace(notebook, tag="parameters").get("REPOSITORY") or ""
+    match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", repository)
+    if match is None:
+        return ("*Open in Colab*: no badge yet, because no GitHub repository is named: set `REPOSITORY` in the "
+                "notebook's parameters cell to this project's GitHub URL and run `python3 tools/update_readme.py`.")
+    owner, name = match.groups()
+    target = f"https://colab.research.google.com/github/{owner}/{name}/blob/main/{Path(notebook).name}"
+    return f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
+
+
+def update_readme(readme: str | Path = "README.md") -> None:
+    """Rewrite each `<!-- key:start -->` ... `<!-- key:end -->` block of README.md from the files on disk."""
+    path = Path(readme)
+    text = path.read_text()
+    for key, body in (("colab", colab_badge()), ("results", readme_results()), ("figures", readme_figures()),
+                      ("benchmark", readme_benchmarks())):
+        start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+        head, rest = text.split(start)
+        _, tail = rest.split(end)
+        text = f"{head}{start}\n{body.strip()}\n{end}{tail}"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:]:
+        sys.exit(__doc__)
+    os.chdir(ROOT)  # the blocks name their files relative to the repository root
+    update_readme()
