@@ -913,6 +913,16 @@ def best_by_validation(summaries: dict[str, dict], names) -> str | None:
     return max(usable, key=lambda name: summaries[name]["final_val_acc"]) if usable else None
 
 
+def learning_rate_on_validation(summaries: dict[str, dict], names, fallback: float) -> tuple[float, str]:
+    """The learning rate of the best of `names` on validation (`best_by_validation`) and how it was chosen;
+    `fallback` when every one of them diverged: a rate is never taken from a diverged run."""
+    winner = best_by_validation(summaries, names)
+    if winner is None:
+        return fallback, f"every one of {', '.join(names)} diverged: lr {fallback}, the fallback"
+    lr = summaries[winner]["config"]["lr"]
+    return lr, f"lr {lr}, from {winner}, the better on validation"
+
+
 def standard_error(accuracy: float, images: int) -> float:
     """The standard error of an accuracy (a fraction) measured on `images` independent images."""
     return math.sqrt(accuracy * (1 - accuracy) / images)

@@ -61,5 +61,5 @@ for name, config in RUNS.items():
     build = lambda: ns["fast_resnet"](config["widths"], config.get("blocks", (1, 0, 1)))  # noqa: E731
     s = H.run_experiment(name, config, build, data, engine, store,
                          tta=True, evaluate_test=False)
-    print(f"EXPLORE | {name} | val {s['final_val_acc']:.4f} | val TTA {s['final_val_acc_tta']:.4f} | "
+    print(f"EXPLORE | {name} | val {100 * s['final_val_acc']:.2f}% | val TTA {100 * s['final_val_acc_tta']:.2f}% | "
           f"{s['train_seconds']:.1f} s", flush=True)

@@ -34,15 +34,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # helpers.py sits at the repository root, one level above this file
 import helpers  # noqa: E402
+import report  # noqa: E402
 
 BATCH, LR, MOMENTUM, EPOCH_IMAGES = 128, 0.01, 0.9, 45_000  # the six experiments' batch size, lr and split
 NAIVE_WARMUP_BATCHES = 2  # eager fp32 has nothing to compile: two batches cover allocator/cuDNN/oneDNN set-up
@@ -66,16 +65,6 @@ def clock(device):
     return time.perf_counter()
 
 
-def flops_per_image(build):
-    """Forward + backward FLOPs of one training step on a batch, per image. Counted on the meta device: the
-    count depends only on shapes, so no arithmetic is done and the timed models are left untouched."""
-    model = build().to("meta").train()
-    x, y = torch.empty(BATCH, 3, 32, 32, device="meta"), torch.zeros(BATCH, dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), y).backward()
-    return counter.get_total_flops() / BATCH
-
-
 def bench_engine(build, x, y, mean, std, device, args, graphs=False, whole_epoch=False, precision=None):
     """The project's path: eager, or with the training step replayed as a CUDA graph (`graphs`), with the
     augmentation per batch or for the whole epoch in one pass (`whole_epoch`). A first epoch is run untimed:
@@ -88,31 +77,32 @@ def bench_engine(build, x, y, mean, std, device, args, graphs=False, whole_epoch
     if graphs and not engine.graph_plan()[0]:
         return None
     model = build()
-    module, scaler = engine.prepare(model), engine.scaler()
+    module = engine.prepare(model)
     optimizer = engine.optimizer(model.parameters(), lr=LR, momentum=MOMENTUM)
+    step = helpers.TrainStep(module, optimizer, engine.scaler(), engine)
     batches = helpers.Batches(x, y, BATCH, mean, std, device, shuffle=True, augment=True,
                               whole_epoch=whole_epoch)
     start = clock(device)
-    step, path = helpers.training_step(module, optimizer, engine, scaler, 0.0, batches)
-    helpers.train_epoch(module, batches, optimizer, engine, scaler, step=step)
+    captured, kind = helpers.graphed_step(step, batches)
+    helpers.train_epoch(step, batches, captured=captured)
     warmup = clock(device) - start
     start = clock(device)
     for _ in range(args.epochs):
-        helpers.train_epoch(module, batches, optimizer, engine, scaler, step=step)
+        helpers.train_epoch(step, batches, captured=captured)
     seconds = clock(device) - start
     replay_ips = None
-    if step is not None and step.graph is not None:
+    if captured is not None and captured.graph is not None:
         # The same number of steps as the timed epochs, replayed back to back on the static buffers: no data
         # preparation, no schedule, no Python between steps. What the GPU alone needs for a step, so that the
         # gap to the loop's rate is the host's share.
         steps = args.epochs * (len(x) // BATCH)
         start = clock(device)
         for _ in range(steps):
-            step.graph.replay()
+            captured.graph.replay()
         replay_ips = steps * BATCH / (clock(device) - start)
     # Compile cost = what the first epoch took beyond a steady epoch; without --compile there is none.
     compile_s = max(0.0, warmup - seconds / args.epochs) if args.compile else None
-    return {"seconds": seconds, "images": args.epochs * len(x), "compile_s": compile_s, "path": path,
+    return {"seconds": seconds, "images": args.epochs * len(x), "compile_s": compile_s, "path": kind,
             "img/s": args.epochs * len(x) / seconds, "replay img/s": replay_ips,
             "precision": engine.precision}
 
@@ -202,7 +192,7 @@ def main():
             timed[label] = bench_engine(build, x, y, mean, std, device, args, graphs, whole_epoch, precision)
         helpers.set_seed(0)
         naive = bench_naive(build, x, y, mean, std, device, args)
-        flops = flops_per_image(build)
+        flops = helpers.flops_per_image(build(), backward=True, batch=BATCH)
         ran = {label: t for label, t in timed.items() if t is not None}
         own = [label for label, _, _, precision in VARIANTS if precision is None and label in ran]
         best = max(own, key=lambda label: ran[label]["img/s"])  # the fastest path of the card's own precision
@@ -256,7 +246,7 @@ def main():
             f"engine columns = the fastest path that ran. Paths: "
             + "; ".join(f"{r['model']}: " + ", ".join(f"{k} = {v}" for k, v in r["paths"].items()) for r in rows)
             + ".\n\n")
-    table = helpers.markdown_table(shown.set_index("model"))
+    table = report.markdown_table(shown.set_index("model"))
     (out / f"train_speed_{slug}.md").write_text(f"{head}{table}\n" + (f"\n{note}\n" if note else ""))
     print(f"wrote {out / f'train_speed_{slug}.json'} and .md")
 
