@@ -14,7 +14,7 @@ from store import ResultsStore
 
 class Planned(NamedTuple):
     """A run that Run all will make: its config, model factory and training images. `decided` names the config
-    keys that earlier runs decide (Model 5's learning rate): the config holds a stand-in, any stored value fits."""
+    keys that earlier runs decide (a learning rate chosen on validation): the config holds a stand-in."""
 
     config: dict
     build: Callable[[], nn.Module]

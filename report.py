@@ -49,8 +49,8 @@ def recipe_text(config: dict) -> str:
 
 
 def compare_line(a: str, b: str, summaries: dict[str, dict], images: int) -> str:
-    """'model 4 88.10% vs model 3 85.32%: higher': final validation accuracy of two runs on the same `images`
-    validation images, with `helpers.verdict` ('within noise' under one standard error)."""
+    """'a 88.10% vs b 85.32%: higher': the final validation accuracies of runs `a` and `b`, measured on the same
+    `images` validation images, and `helpers.verdict` ('within noise' under one standard error)."""
     if summaries[a].get("diverged") or summaries[b].get("diverged"):
         text = {n: accuracy_text(summaries[n], "final_val_acc") for n in (a, b)}
         return f"{a} {text[a]} vs {b} {text[b]}: no verdict"
