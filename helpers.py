@@ -758,8 +758,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     captured, step_kind = None, engine.graph_plan()[1]
     if first <= epochs:  # something left to train
         captured, step_kind = graphed_step(state.step, train)
-        print(textwrap.fill(f"{label}: {count_text(epochs - first + 1, 'epoch')} x {len(train.x):,} images, "
-                            f"{engine.precision}, {step_kind}", 80, subsequent_indent="  "))
+        print(wrapped(f"{label}: {count_text(epochs - first + 1, 'epoch')} x {len(train.x):,} images, "
+                      f"{engine.precision}, {step_kind}"))
     step_kind = joined_kind(state.resumed_kind, step_kind, first <= epochs)
     last_save = time.perf_counter()
     for epoch in range(first, epochs + 1):
@@ -805,6 +805,11 @@ def format_epoch(row: dict) -> str:
     return text + f"  {row['seconds']:.1f} s"
 
 
+def wrapped(text: str) -> str:
+    """`text` in lines of at most 80 characters (the PDF's page), continued indented; words are never split."""
+    return textwrap.fill(text, 80, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+
+
 def count_text(n: int, noun: str) -> str:
     """'1 seed', '3 seeds': a count with its noun, plural unless the count is one."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
@@ -838,13 +843,13 @@ def result_line(name: str, summary: dict) -> str:
 def replay_log(name: str, summary: dict, history, root: Path, log_every: int = 10) -> None:
     """Print a stored run's log lines as training printed them, marked '| ', under a line that says where they
     come from: a notebook executed across several sessions then reads like one run."""
-    print(f"{name}: read from {root}/ (trained on {summary['device']}, {summary['date'][:10]}; "
-          f"delete {root / (name + '.json')} to retrain):")
+    print(wrapped(f"{name}: read from {root}/ (trained on {summary['device']}, {summary['date'][:10]}; "
+                  f"delete {root / (name + '.json')} to retrain):"))
     rows = history.to_dict("records")
     for row in rows:
         if log_line(row["epoch"], len(rows), log_every) or row["epoch"] == summary.get("diverged_epoch"):
             print(f"| {format_epoch(row)}")
-    print(result_line(name, summary))
+    print(wrapped(result_line(name, summary)))
 
 
 def finite_or_none(value: float) -> float | None:
@@ -895,7 +900,7 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
         if evaluate_test:
             scores = evaluate(final, eval_batches(data.test, data, engine.device), engine, tta=tta)
             summary.update(test_acc=scores["acc"], test_loss=scores["loss"], tta=tta)
-    print(result_line(name, summary))
+    print(wrapped(result_line(name, summary)))
     store.save(name, summary, history)
     checkpoint.unlink(missing_ok=True)
     return summary
