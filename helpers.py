@@ -843,7 +843,8 @@ def result_line(name: str, summary: dict) -> str:
 def replay_log(name: str, summary: dict, history, root: Path, log_every: int = 10) -> None:
     """Print a stored run's log lines as training printed them, marked '| ', under a line that says where they
     come from: a notebook executed across several sessions then reads like one run."""
-    print(wrapped(f"{name}: read from {root}/ (trained on {summary['device']}, {summary['date'][:10]}; "
+    print(f"{name}: read from {root}/")  # one line: a reader (and a test) finds every served run by it
+    print(wrapped(f"  (trained on {summary['device']}, {summary['date'][:10]}; "
                   f"delete {root / (name + '.json')} to retrain):"))
     rows = history.to_dict("records")
     for row in rows:
