@@ -18,6 +18,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+CHECK_STEPS = 3  # eager steps of warm-up before capture, then as many replays checked against eager steps
+
 # ---------------------------------------------------------------------------------------------------
 # 1. The captured step
 # ---------------------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ def compare_steps(losses_a, losses_b, weights_a, weights_b, start) -> str | None
     return None
 
 
-def checked_capture(step, sums, samples: list[tuple[torch.Tensor, torch.Tensor]], warmup: int = 3,
+def checked_capture(step, sums, samples: list[tuple[torch.Tensor, torch.Tensor]], warmup: int = CHECK_STEPS,
                     capture: bool = True) -> tuple[CapturedStep | None, str]:
     """(CapturedStep, "cuda-graph" or "static-buffers") when `warmup` replays of `samples` after `warmup` steps
     match eager steps, else (None, "eager (why)"). Either way the model, optimizer and sums are left as they were."""

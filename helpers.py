@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cuda_graph import CapturedStep, checked_capture
+from cuda_graph import CHECK_STEPS, CapturedStep, checked_capture
 from store import ResultsStore, atomic_write, config_hash, load_weights, quarantine, save_weights
 
 # ---------------------------------------------------------------------------------------------------
@@ -47,7 +47,6 @@ DEFAULTS = {
     "pad": 4,                  # pixels of zero padding before the random 32x32 crop
     "cutout": 0,               # pixels: side of the square blanked in each training image; 0 for none
 }
-GRAPH_CHECK = 3                # steps: the CUDA graph's warm-up before capture, then as many replays checked
 EVAL_BATCH = 1024              # images per evaluation batch
 
 
@@ -500,8 +499,8 @@ def graphed_step(step: TrainStep, batches: Batches) -> tuple[CapturedStep | None
     use_graph, kind = step.engine.graph_plan()
     if not use_graph:
         return None, kind
-    samples = batches.fixed_batches(2 * GRAPH_CHECK)  # warm-up, then as many checked replays
-    return checked_capture(step, EpochSums(step.engine.device), samples, GRAPH_CHECK)
+    samples = batches.fixed_batches(2 * CHECK_STEPS)  # warm-up, then as many checked replays
+    return checked_capture(step, EpochSums(step.engine.device), samples)
 
 
 def train_epoch(step: TrainStep, batches: Batches, scheduler=None, ema: "ModelEMA | None" = None,
