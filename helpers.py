@@ -44,9 +44,21 @@ DEFAULTS = {
     "label_smoothing": 0.0,    # probability mass spread over the other classes
     "ema_decay": 0.0,          # weight average: 0 for none, else its decay per update (`ModelEMA`)
     "ema_buffers": "copy",     # the average's BatchNorm statistics: "average", or "copy" as every run before the key
-    "pad": 4,                  # pixels of zero padding before the random 32x32 crop
+    "lr_start": 0.1,           # onecycle: the multiplier the warm-up starts from (airbench's triangle: 0.2)
+    "lr_end": 0.0,             # onecycle: the multiplier the decay ends at (airbench's triangle: 0.07)
+    "pad": 4,                  # pixels of padding before the random 32x32 crop
+    "pad_mode": "constant",    # the padding: "constant" (zeros, black) or "reflect" (airbench: no black border)
+    "flip": "random",          # "random": each image of each batch; "alternate": each image on every other epoch
     "cutout": 0,               # pixels: side of the square blanked in each training image; 0 for none
+    "cutout_inside": False,    # True: the whole square always inside the image (airbench); False: clipped
+    "tta_views": 4,            # test-time views (`tta_views`): 4, or airbench's 6 with reflected translations
+    # airbench's ingredients (Jordan, arXiv 2404.00498), each off unless a recipe sets it:
+    "bias_lr_scale": 1.0,      # BatchNorm biases: lr x this, weight decay / this (the same decay per step); 64
+    "freeze_bn_scale": False,  # BatchNorm scales held at 1 by a learning rate of 0 (BatchNorm without a scale)
+    "whiten_bias_epochs": 0,   # epochs the bias of a whitening stem (`model.whiten`) trains, then lr 0; 3
+    "lookahead": 0,            # steps between lookahead's pulls toward the slow weights (`Lookahead`); 0 for none
 }
+WHITENING_IMAGES = 5000        # training images whose 2x2 patches set a whitening stem's filters
 EVAL_BATCH = 1024              # images per evaluation batch
 
 
@@ -97,6 +109,7 @@ def set_seed(seed: int) -> None:
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_FOLDER = "cifar-10-batches-py"
+QUICK_SUBSET = {"train": 256, "val": 128, "test": 128}  # images per split in quick mode: a smoke test
 
 
 def load_cifar10(data_dir: str | Path, download: bool = True) -> dict[str, torch.Tensor]:
@@ -180,15 +193,16 @@ def prepare_data(data_dir, n_val: int = 5000, seed: int = 0, subset: dict | None
 
 
 def crop_flip(images: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None,
-              return_params: bool = False):
-    """Random crop after zero padding by `pad` pixels and random horizontal flip of a whole batch: torchvision's
-    RandomCrop(32, padding=pad) + RandomHorizontalFlip() as one gather (with the offsets and flags, on request)."""
+              return_params: bool = False, mode: str = "constant", flip: torch.Tensor | None = None):
+    """Random crop after padding by `pad` pixels (`mode` "constant": zeros, or "reflect") and horizontal flip of
+    a batch (random, or the given `flip` flags) as one gather: torchvision's RandomCrop + RandomHorizontalFlip."""
     b, _, h, w = images.shape
     dev = images.device
-    padded = F.pad(images, (pad, pad, pad, pad))
+    padded = F.pad(images, (pad, pad, pad, pad), mode=mode)
     dy = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
-    flip = torch.randint(0, 2, (b,), device=dev, generator=generator).bool()
+    if flip is None:
+        flip = torch.randint(0, 2, (b,), device=dev, generator=generator).bool()
     ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
     rows = dy[:, None] + ys[None, :]                                                   # (b, h)
     cols = dx[:, None] + torch.where(flip[:, None], w - 1 - xs[None, :], xs[None, :])  # (b, w): flip folded in
@@ -199,13 +213,17 @@ def crop_flip(images: torch.Tensor, pad: int = 4, generator: torch.Generator | N
 
 
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None,
-           return_mask: bool = False):
-    """Cutout (DeVries & Taylor, 2017) of normalised images: a `size` x `size` square at a random centre of each
-    image, clipped at the border, set to zero, the mean colour (with the (B,1,H,W) mask, on request)."""
+           return_mask: bool = False, inside: bool = False):
+    """Cutout (DeVries & Taylor, 2017) of normalised images: a `size` x `size` square of each image set to zero, the
+    mean colour; at a random centre, clipped at the border, or with `inside` wholly inside (and the mask)."""
     b, _, h, w = images.shape
     dev = images.device
-    top = torch.randint(0, h, (b, 1, 1), device=dev, generator=generator) - size // 2
-    left = torch.randint(0, w, (b, 1, 1), device=dev, generator=generator) - size // 2
+    if inside:  # airbench: the top-left corner anywhere the whole square fits, so every image loses size**2 pixels
+        top = torch.randint(0, h - size + 1, (b, 1, 1), device=dev, generator=generator)
+        left = torch.randint(0, w - size + 1, (b, 1, 1), device=dev, generator=generator)
+    else:
+        top = torch.randint(0, h, (b, 1, 1), device=dev, generator=generator) - size // 2
+        left = torch.randint(0, w, (b, 1, 1), device=dev, generator=generator) - size // 2
     ys, xs = torch.arange(h, device=dev).view(1, h, 1), torch.arange(w, device=dev).view(1, 1, w)
     mask = ((ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)).unsqueeze(1)
     out = images.masked_fill(mask, 0.0).contiguous(memory_format=torch.channels_last)
@@ -214,15 +232,22 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = 
 
 class Batches:
     """Mini-batches of a dataset held on the device as uint8: shuffled, augmented (crop_flip, then `cutout`),
-    normalised and channels_last, on request. One device generator holds the random state (`state_dict`)."""
+    normalised and channels_last, on request. One device generator and the epoch count are its state."""
 
     def __init__(self, x, y, batch_size: int, mean, std, device, shuffle: bool = False,
                  augment: bool = False, pad: int = 4, seed: int = 0, whole_epoch: bool = False,
-                 cutout: int = 0):
+                 cutout: int = 0, pad_mode: str = "constant", flip: str = "random", cutout_inside: bool = False):
         self.x = x.to(device)  # copied to the device once: no Python work per image afterwards
         self.y = y.to(device)
         self.batch_size, self.shuffle, self.augment, self.pad = batch_size, shuffle, augment, pad
-        self.cutout = cutout
+        self.cutout, self.pad_mode, self.cutout_inside = cutout, pad_mode, cutout_inside
+        if flip not in ("random", "alternate"):
+            raise ValueError(f"flip must be 'random' or 'alternate', not {flip!r}")
+        self.epoch = 0  # epochs begun: "alternate" flips image i on the epochs whose parity differs from its own
+        self.first_flips = None
+        if flip == "alternate":  # airbench: each image flipped on every other epoch, starting at random
+            draws = torch.Generator().manual_seed(seed)  # its own stream: the main one is left as it was
+            self.first_flips = torch.randint(0, 2, (len(x),), generator=draws).bool().to(device)
         # whole_epoch: augment the shuffled epoch in one pass and slice it, a dozen launches per epoch instead
         # of per batch, for when the step is a CUDA graph; same distribution, another order of random draws
         self.whole_epoch = whole_epoch
@@ -239,25 +264,29 @@ class Batches:
         out = (images.float() - self.mean) / self.std
         return out.contiguous(memory_format=torch.channels_last)
 
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> what the model sees: augmented (when asked) and normalised."""
+    def prepare(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 images (the dataset's `index`) -> what the model sees: augmented (when asked) and normalised."""
         if not self.augment:
             return self.normalise(images)
-        images = self.normalise(crop_flip(images, self.pad, self.generator))
-        return cutout(images, self.cutout, self.generator) if self.cutout else images
+        flips = None if self.first_flips is None else self.first_flips[index] ^ bool(self.epoch % 2 == 0)
+        images = self.normalise(crop_flip(images, self.pad, self.generator, mode=self.pad_mode, flip=flips))
+        if not self.cutout:
+            return images
+        return cutout(images, self.cutout, self.generator, inside=self.cutout_inside)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, size = len(self.x), self.batch_size
+        self.epoch += 1  # the first epoch is 1: its flips are the first draws
         order = (torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle
                  else torch.arange(n, device=self.device))
         if self.whole_epoch:
-            images, labels = self.prepare(self.x[order]), self.y[order]
+            images, labels = self.prepare(self.x[order], order), self.y[order]
             for start in range(0, n, size):
                 yield images[start:start + size], labels[start:start + size]
         else:
             for start in range(0, n, size):
                 index = order[start:start + size]
-                yield self.prepare(self.x[index]), self.y[index]
+                yield self.prepare(self.x[index], index), self.y[index]
 
     def fixed_batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The first `count` full batches in dataset order, normalised, not augmented, drawing nothing from the
@@ -267,17 +296,19 @@ class Batches:
                  self.y[k * self.batch_size:(k + 1) * self.batch_size]) for k in range(count)]
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        self.epoch = state.get("epoch", 0)  # older checkpoints: random flips, where the count does not matter
 
 
 def training_batches(x, y, config: dict, data: Data, device) -> Batches:
     """The shuffled, augmented batches a run of `config` trains on (crop and flip, cutout when set)."""
     config = with_defaults(config)
     return Batches(x, y, config["batch_size"], data.mean, data.std, device, shuffle=True, augment=True,
-                   pad=config["pad"], seed=config["seed"], cutout=config["cutout"])
+                   pad=config["pad"], seed=config["seed"], cutout=config["cutout"], pad_mode=config["pad_mode"],
+                   flip=config["flip"], cutout_inside=config["cutout_inside"])
 
 
 def eval_batches(split: tuple[torch.Tensor, torch.Tensor], data: Data, device) -> Batches:
@@ -290,14 +321,18 @@ def eval_batches(split: tuple[torch.Tensor, torch.Tensor], data: Data, device) -
 # ---------------------------------------------------------------------------------------------------
 
 
-def notebook_namespace(path: str | Path = "mini_project.ipynb", tag: str = "model") -> dict:
-    """Execute the notebook's code cells tagged `tag` and return their namespace: tests and benchmarks take the
-    architectures from where graders read them, instead of keeping a second copy."""
+def notebook_namespace(path: str | Path = "mini_project.ipynb", tags: tuple[str, ...] = ("model",),
+                       given: dict | None = None) -> dict:
+    """Execute the notebook's code cells tagged with any of `tags`, in order, with `given` overriding the
+    "parameters" cell as papermill would; return the namespace: tests and benchmarks read what graders read."""
     notebook = json.loads(Path(path).read_text())
     namespace: dict = {"__name__": "notebook_models"}
     for cell in notebook["cells"]:
-        if cell["cell_type"] == "code" and tag in cell.get("metadata", {}).get("tags", []):
-            exec(compile("".join(cell["source"]), f"{path}:{tag}", "exec"), namespace)
+        tagged = set(cell.get("metadata", {}).get("tags", [])) & set(tags)
+        if cell["cell_type"] == "code" and tagged:
+            exec(compile("".join(cell["source"]), f"{path}:{'/'.join(sorted(tagged))}", "exec"), namespace)
+            if "parameters" in tagged:
+                namespace.update(given or {})
     return namespace
 
 
@@ -368,6 +403,38 @@ def sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nes
                 # scaler skips (inf or NaN gradients) leaves them uninitialised, and the next one reads garbage
                 optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
     return optimizer
+
+
+def from_decoupled(lr: float, weight_decay: float, momentum: float, batch_size: int) -> tuple[float, float]:
+    """airbench's decoupled hyperparameters (step size and decay per 1,024 examples, Nesterov `momentum`) as this
+    engine's SGD on a mean loss: (lr, weight_decay), the same update of every step."""
+    examples = 1024 * (1 + 1 / (1 - momentum))  # momentum multiplies a constant gradient's step by 1 / (1 - m)
+    return lr * batch_size / examples, weight_decay / lr  # SGD's decay is applied times the learning rate
+
+
+def parameter_groups(model: nn.Module, config: dict, steps_per_epoch: int) -> list[dict]:
+    """The optimizer's parameter groups under `config` (with DEFAULTS): one, unless the config sets airbench's
+    BatchNorm options or the model has a whitening stem (`model.whiten`), whose filters are never trained."""
+    whiten = getattr(model, "whiten", None)
+    scale = config["bias_lr_scale"]
+    if scale == 1 and not config["freeze_bn_scale"] and whiten is None:
+        return [{"params": list(model.parameters())}]  # every run before these options: one group, as it was
+    lr, decay = config["lr"], config["weight_decay"]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    scales, biases = [m.weight for m in norms], [m.bias for m in norms]
+    frozen = [whiten.weight] if whiten is not None else []
+    if config["freeze_bn_scale"]:
+        frozen += scales
+    stem_bias = [whiten.bias] if whiten is not None and whiten.bias is not None else []
+    special = {id(p) for p in frozen + biases + stem_bias}
+    groups = [  # the weights first: fit logs group 0's learning rate
+        {"name": "weights", "params": [p for p in model.parameters() if id(p) not in special]},
+        {"name": "BatchNorm biases", "params": biases, "lr": lr * scale, "weight_decay": decay / scale},
+        {"name": "frozen", "params": frozen, "lr": 0.0},  # lr 0, not requires_grad: a CUDA graph stays valid
+        # trained for its first epochs only: a learning rate of 0 afterwards (`make_scheduler`)
+        {"name": "whitening bias", "params": stem_bias, "frozen_after": config["whiten_bias_epochs"] * steps_per_epoch},
+    ]
+    return [group for group in groups if group["params"]]
 
 
 @dataclass
@@ -504,7 +571,7 @@ def graphed_step(step: TrainStep, batches: Batches) -> tuple[CapturedStep | None
 
 
 def train_epoch(step: TrainStep, batches: Batches, scheduler=None, ema: "ModelEMA | None" = None,
-                captured: CapturedStep | None = None) -> dict:
+                captured: CapturedStep | None = None, lookahead: "Lookahead | None" = None) -> dict:
     """One pass over `batches`; returns the mean training loss and accuracy. Full batches go through
     `captured` when given (the step as a CUDA graph); the last, smaller batch runs eagerly."""
     step.model.train()
@@ -519,36 +586,49 @@ def train_epoch(step: TrainStep, batches: Batches, scheduler=None, ema: "ModelEM
         sums.seen += len(labels)
         if scheduler is not None:
             scheduler.step()  # fills the lr tensor in place: the graph reads the new value
+        if lookahead is not None:  # outside the graph, like the weight average: copies in place
+            lookahead.update(step.model)
         if ema is not None:
             ema.update(step.model)
     return sums.read()
 
 
-def tta_views(images: torch.Tensor) -> list[torch.Tensor]:
-    """Test-time views of a normalised batch: identity, horizontal flip, and both shifted one pixel down and
-    right (the vacated row and column are zero, the mean colour after normalisation)."""
+TTA_WEIGHTS = {1: (1.0,), 4: (1 / 4,) * 4, 6: (1 / 4, 1 / 4) + (1 / 8,) * 4}  # views -> each view's weight
+
+
+def tta_views(images: torch.Tensor, count: int = 4) -> list[torch.Tensor]:
+    """Test-time views of a normalised batch, weighted by TTA_WEIGHTS. 4: the image, its mirror, both shifted a pixel
+    down-right (zeros come in). 6 (airbench): the image, its mirror, both shifted a pixel down-right and up-left
+    (the border reflected)."""
     flipped = images.flip(-1)
-    shift = lambda x: F.pad(x, (1, 0, 1, 0))[..., :-1, :-1]  # noqa: E731
-    return [images, flipped, shift(images), shift(flipped)]
+    if count == 4:
+        shift = lambda x: F.pad(x, (1, 0, 1, 0))[..., :-1, :-1]  # noqa: E731
+        return [images, flipped, shift(images), shift(flipped)]
+    if count == 6:
+        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+        down_right, up_left = padded[..., :-2, :-2], padded[..., 2:, 2:]
+        return [images, flipped, down_right, down_right.flip(-1), up_left, up_left.flip(-1)]
+    raise ValueError(f"tta views must be 4 or 6, not {count}")
 
 
 @torch.no_grad()
-def predict(model, batches: Batches, engine: Engine, tta: bool = False) -> torch.Tensor:
-    """Logits (float32, on the device) for every image of `batches`, in order; with `tta`, averaged over the
-    test-time views (`tta_views`)."""
+def predict(model, batches: Batches, engine: Engine, tta: bool = False, views: int = 4) -> torch.Tensor:
+    """Logits (float32, on the device) for every image of `batches`, in order; with `tta`, the weighted mean over
+    `views` test-time views (`tta_views`, TTA_WEIGHTS)."""
     model.eval()
     outputs = []
     for images, _ in batches:
         with engine.autocast():
-            views = tta_views(images) if tta else [images]
-            outputs.append(torch.stack([model(v).float() for v in views]).mean(0))
+            shown = tta_views(images, views) if tta else [images]
+            weights = TTA_WEIGHTS[len(shown)]
+            outputs.append(sum(w * model(v).float() for w, v in zip(weights, shown)))
     return torch.cat(outputs)
 
 
 @torch.no_grad()
-def evaluate(model, batches: Batches, engine: Engine, tta: bool = False) -> dict:
+def evaluate(model, batches: Batches, engine: Engine, tta: bool = False, views: int = 4) -> dict:
     """Mean cross-entropy and accuracy (a fraction) over `batches`, in eval mode."""
-    logits = predict(model, batches, engine, tta=tta)
+    logits = predict(model, batches, engine, tta=tta, views=views)
     labels = batches.y
     return {"loss": F.cross_entropy(logits, labels).item(),
             "acc": (logits.argmax(1) == labels).float().mean().item()}
@@ -603,9 +683,43 @@ class ModelEMA:
         self.steps = state["steps"]
 
 
-def make_scheduler(optimizer, kind: str, epochs: int, steps_per_epoch: int, warmup: float = 0.0):
+class Lookahead:
+    """airbench's lookahead: every `every` steps the slow weights move toward the live ones, slow = d * slow +
+    (1 - d) * live with d = 0.95**5 * (t / T)**3 at step t of T, and the live weights restart from them."""
+
+    def __init__(self, model: nn.Module, every: int, total_steps: int):
+        self.every, self.total, self.steps = every, total_steps, 0
+        self.slow = [t.detach().clone() for t in self.tensors(model)]
+
+    @staticmethod
+    def tensors(model: nn.Module) -> list[torch.Tensor]:
+        """The weights and the floating-point buffers (BatchNorm statistics), as airbench's state_dict walk."""
+        model = getattr(model, "_orig_mod", model)  # the module behind torch.compile
+        return list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Called after every optimizer step; pulls on every `every`-th, and hands over the slow weights at the end."""
+        self.steps += 1
+        live = [t.detach() for t in self.tensors(model)]
+        if self.steps % self.every == 0:
+            torch._foreach_lerp_(self.slow, live, 1 - 0.95 ** 5 * (self.steps / self.total) ** 3)
+            torch._foreach_copy_(live, self.slow)  # in place: a CUDA graph keeps reading the same tensors
+        if self.steps == self.total:  # the run ends on the slow weights, as airbench's final update(decay=1.0)
+            torch._foreach_copy_(live, self.slow)
+
+    def state_dict(self) -> dict:
+        return {"slow": self.slow, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        torch._foreach_copy_(self.slow, state["slow"])
+        self.steps = state["steps"]
+
+
+def make_scheduler(optimizer, kind: str, epochs: int, steps_per_epoch: int, warmup: float = 0.0,
+                   start: float = 0.1, end: float = 0.0):
     """Per-step learning-rate multiplier: 'constant' 1; 'cosine' from 1 to 0 over all steps; 'onecycle' linear
-    from 0.1 to 1 over the first `warmup` fraction of the steps, then linear to 0."""
+    from `start` to 1 over the first `warmup` fraction of the steps, then to `end`. 0 after a group's "frozen_after"."""
     total = epochs * steps_per_epoch
 
     def factor(step: int) -> float:
@@ -616,11 +730,15 @@ def make_scheduler(optimizer, kind: str, epochs: int, steps_per_epoch: int, warm
         if kind == "onecycle":
             rise = max(1, int(warmup * total))
             if step < rise:
-                return 0.1 + 0.9 * step / rise
-            return max(0.0, (total - step) / max(1, total - rise))
+                return start + (1 - start) * step / rise
+            return max(end, end + (1 - end) * (total - step) / max(1, total - rise))
         raise ValueError(f"unknown schedule {kind!r}")
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def until(last: float):
+        return lambda step: factor(step) if step < last else 0.0
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [until(group.get("frozen_after", math.inf)) for group in optimizer.param_groups])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -645,6 +763,7 @@ class TrainingState:
     step: TrainStep
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: ModelEMA | None
+    lookahead: Lookahead | None = None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     resumed_kind: str | None = None  # the step kind its checkpoint recorded
@@ -652,13 +771,17 @@ class TrainingState:
 
 def training_state(model: nn.Module, module: nn.Module, config: dict, engine: Engine,
                    steps_per_epoch: int) -> TrainingState:
-    """A fresh run's step (optimizer, scaler), schedule and weight average; `config` has its DEFAULTS."""
-    optimizer = engine.optimizer(model.parameters(), lr=config["lr"], momentum=config["momentum"],
-                                 weight_decay=config["weight_decay"], nesterov=config["nesterov"])
-    scheduler = make_scheduler(optimizer, config["schedule"], config["epochs"], steps_per_epoch, config["warmup"])
+    """A fresh run's step (optimizer, scaler), schedule, weight average and lookahead; `config` has its DEFAULTS."""
+    optimizer = engine.optimizer(parameter_groups(model, config, steps_per_epoch), lr=config["lr"],
+                                 momentum=config["momentum"], weight_decay=config["weight_decay"],
+                                 nesterov=config["nesterov"])
+    scheduler = make_scheduler(optimizer, config["schedule"], config["epochs"], steps_per_epoch, config["warmup"],
+                               config["lr_start"], config["lr_end"])
     ema = ModelEMA(model, config["ema_decay"], buffers=config["ema_buffers"]) if config["ema_decay"] else None
+    total = config["epochs"] * steps_per_epoch
+    lookahead = Lookahead(model, config["lookahead"], total) if config["lookahead"] else None
     return TrainingState(TrainStep(module, optimizer, engine.scaler(), engine, config["label_smoothing"]),
-                         scheduler, ema)
+                         scheduler, ema, lookahead)
 
 
 def read_checkpoint(path: Path) -> dict | None:
@@ -679,6 +802,7 @@ def write_checkpoint(path: Path, model: nn.Module, state: TrainingState, train: 
     saved = {"model": model.state_dict(), "optimizer": step.optimizer.state_dict(),
              "scheduler": state.scheduler.state_dict(), "scaler": step.scaler.state_dict(),
              "batches": train.state_dict(), "ema": state.ema.state_dict() if state.ema else None,
+             "lookahead": state.lookahead.state_dict() if state.lookahead else None,
              "cpu_rng": torch.get_rng_state(), "history": state.history, "seconds": state.seconds,
              "path": step_kind, "precision": step.engine.precision}  # "path": the key older checkpoints use
     atomic_write(path, lambda target: torch.save(saved, target))
@@ -697,6 +821,8 @@ def resume(saved: dict, model: nn.Module, state: TrainingState, train: Batches) 
     train.load_state_dict(saved["batches"])
     if state.ema is not None:
         state.ema.load_state_dict(saved["ema"])
+    if state.lookahead is not None:
+        state.lookahead.load_state_dict(saved["lookahead"])
     torch.set_rng_state(saved["cpu_rng"])
     state.history, state.seconds, state.resumed_kind = saved["history"], saved["seconds"], saved.get("path")
     before = saved.get("precision", "a precision not recorded")
@@ -752,6 +878,9 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     writing it at most every `checkpoint_seconds`; a non-finite loss ends the run at that epoch."""
     config = with_defaults(config)
     module = engine.prepare(model)
+    whiten = getattr(model, "whiten", None)
+    if whiten is not None:  # a whitening stem: filters from the training patches, before the weight copies are made
+        whiten.fit_to(train.normalise(train.x[:WHITENING_IMAGES]))  # a resumed run then loads its own
     state = start_or_resume(model, module, config, engine, train, checkpoint)
     epochs, first = config["epochs"], len(state.history) + 1
     captured, step_kind = None, engine.graph_plan()[1]
@@ -763,7 +892,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
     last_save = time.perf_counter()
     for epoch in range(first, epochs + 1):
         start = time.perf_counter()
-        stats = train_epoch(state.step, train, state.scheduler, state.ema, captured)
+        stats = train_epoch(state.step, train, state.scheduler, state.ema, captured, state.lookahead)
         if engine.device.type == "cuda":
             torch.cuda.synchronize(engine.device)  # the epoch's time includes the kernels it queued
         state.seconds += time.perf_counter() - start
@@ -893,12 +1022,13 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
         if keep_weights:  # evaluate the weights exactly as saved (fp16), so that a reload reproduces the number
             save_weights(final, store.path(name, ".pt"))
             load_weights(getattr(final, "_orig_mod", final), store.path(name, ".pt"))
+        views = with_defaults(config)["tta_views"]
         if val is not None:
             summary.update(best_val_acc=max(r["val_acc"] for r in history), final_val_acc=history[-1]["val_acc"])
             if tta:
-                summary["final_val_acc_tta"] = evaluate(final, val, engine, tta=True)["acc"]
+                summary["final_val_acc_tta"] = evaluate(final, val, engine, tta=True, views=views)["acc"]
         if evaluate_test:
-            scores = evaluate(final, eval_batches(data.test, data, engine.device), engine, tta=tta)
+            scores = evaluate(final, eval_batches(data.test, data, engine.device), engine, tta=tta, views=views)
             summary.update(test_acc=scores["acc"], test_loss=scores["loss"], tta=tta)
     print(wrapped(result_line(name, summary)))
     store.save(name, summary, history)
@@ -948,6 +1078,36 @@ def validation_score(summary: dict) -> tuple[float, bool]:
         return float("nan"), False
     plain, views = summary["final_val_acc"], summary.get("final_val_acc_tta")
     return (views, True) if views is not None and views > plain else (plain, False)
+
+
+def recipe_score(runs: list[dict]) -> tuple[float, bool]:
+    """A recipe's validation score over its seeds' runs: the mean final accuracy, plain or test-time augmented,
+    whichever mean is higher, and whether that is the augmented one; NaN when a seed diverged."""
+    if not runs or any(run.get("diverged") or run.get("final_val_acc") is None for run in runs):
+        return float("nan"), False
+    plain = sum(run["final_val_acc"] for run in runs) / len(runs)
+    if any(run.get("final_val_acc_tta") is None for run in runs):
+        return plain, False
+    views = sum(run["final_val_acc_tta"] for run in runs) / len(runs)
+    return (views, True) if views > plain else (plain, False)
+
+
+def choose_by_mean(trials: dict[str, list[dict]], costs: dict[str, float], tie: float) -> tuple[str, bool, str]:
+    """The recipe of `trials` (label -> its seeds' runs) to train: of those whose `recipe_score` is within `tie` of
+    the best, the one with the lowest cost; returns (label, whether to use test-time augmentation, why)."""
+    scores = {label: recipe_score(runs) for label, runs in trials.items()}
+    usable = [label for label, (score, _) in scores.items() if math.isfinite(score)]
+    if not usable:
+        raise ValueError("every recipe has a diverged seed: none to choose")
+    best = max(usable, key=lambda label: scores[label][0])
+    tied = [label for label in usable if scores[best][0] - scores[label][0] < tie]  # the best is among them
+    chosen = min(tied, key=lambda label: (costs[label], -scores[label][0]))
+    score = 100 * scores[chosen][0]
+    if chosen == best:
+        why = f"the best mean, {score:.2f}%" + (f", and the cheapest of {len(tied)} tied" if len(tied) > 1 else "")
+    else:
+        why = f"{score:.2f}%, a tie with {best} ({100 * scores[best][0]:.2f}%) at a lower cost"
+    return chosen, scores[chosen][1], why
 
 
 def combine_changes(changes: dict[str, dict], runs: dict[str, dict], base: str) -> tuple[str, dict] | None:

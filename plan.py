@@ -44,7 +44,7 @@ def training_rate(build: Callable[[], nn.Module], config: dict, data: H.Data, en
     captured, _ = H.graphed_step(state.step, train)
     for _ in range(2 if engine.device.type == "cuda" else 1):  # on CUDA, the first pass pays for autotuning
         start = time.perf_counter()
-        H.train_epoch(state.step, train, state.scheduler, state.ema, captured)
+        H.train_epoch(state.step, train, state.scheduler, state.ema, captured, state.lookahead)
         if engine.device.type == "cuda":
             torch.cuda.synchronize(engine.device)
     return n / (time.perf_counter() - start)

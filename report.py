@@ -111,6 +111,45 @@ def sweep_table(runs: dict[str, dict]):
     return pd.DataFrame(rows).set_index("configuration")
 
 
+def seeds_text(runs: list[dict], key: str) -> str:
+    """'95.12 +- 0.08' (%): the mean and standard deviation of an accuracy over a recipe's seeds, or why not."""
+    if not runs:
+        return "pending"
+    texts = [accuracy_text(run, key) for run in runs]
+    if any(run.get("diverged") or run.get(key) is None for run in runs):
+        return "; ".join(sorted(set(t for t in texts if not t[0].isdigit())))
+    mean, std = mean_and_std([100 * run[key] for run in runs])
+    return f"{mean:.2f} +- {std:.2f}"
+
+
+def trials_table(trials: dict[str, list[dict]], costs: dict[str, float] | None = None):
+    """One row per recipe of a round with seeds (trained on the 45k split, scored on validation only): seeds,
+    parameters, training GFLOP per image (`costs`), time per seed, validation accuracy mean +- std, plain and TTA."""
+    import pandas as pd
+
+    rows = []
+    for label, runs in trials.items():
+        rows.append({
+            "recipe": label, "seeds": len(runs),
+            "trainable params": f"{runs[0]['trainable_params']:,}" if runs else "",
+            **({"training GFLOP per image": f"{costs[label]:,.0f}"} if costs else {}),
+            "train time per seed (s)": f"{sum(r['train_seconds'] for r in runs) / len(runs):.1f}" if runs else "",
+            "val acc (%)": seeds_text(runs, "final_val_acc"),
+            "val acc, TTA (%)": seeds_text(runs, "final_val_acc_tta"),
+        })
+    return pd.DataFrame(rows).set_index("recipe")
+
+
+def trial_runs(summaries: dict[str, dict], prefix: str) -> dict[str, list[dict]]:
+    """A store's runs of a round with seeds, named `prefix` + label + " - seed " + k: label -> its seeds' summaries,
+    in order of first training and of seed."""
+    trials: dict[str, list[tuple[int, dict]]] = {}
+    for name, s in by_date([(n, s) for n, s in summaries.items() if n.startswith(prefix) and " - seed " in n]):
+        label, seed = name[len(prefix):].rsplit(" - seed ", 1)
+        trials.setdefault(label, []).append((int(seed), s))
+    return {label: [s for _, s in sorted(runs, key=lambda run: run[0])] for label, runs in trials.items()}
+
+
 def by_date(named: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     """(name, summary) pairs in training order: by the summaries' dates, keeping the given order among equal
     or missing dates."""
@@ -257,8 +296,11 @@ def final_seeds(summaries: dict[str, dict], prefix: str) -> tuple[list[dict], li
     return tested, [100 * s["test_acc"] for s in tested], diverged
 
 
-def final_model_line(seeds: list[dict], network: str) -> str | None:
-    """'`network`, N parameters, ...: test accuracy mean +- std over N seeds (...)' from the seeds' summaries."""
+def final_model_line(seeds: list[dict], networks: dict[str, str]) -> str | None:
+    """'Network, N parameters, ...: test accuracy mean +- std over N seeds (...)' from the seeds' summaries;
+    `networks` names each "arch" of a config."""
+    arch = seeds[0]["config"]["arch"]
+    network = networks.get(arch, arch)
     tested, accs, diverged = final_seeds({s["name"]: s for s in seeds}, "")
     if not tested:
         return f"{network}: {'; '.join(diverged)}" if diverged else None

@@ -18,7 +18,8 @@ def run_quick(source, target, out, data_dir, timeout, *parameters):
     """Execute a notebook with papermill in quick mode, results and figures under `out`."""
     subprocess.run([sys.executable, "-m", "papermill", str(source), str(target), "--cwd", str(ROOT),
                     "-p", "DATA_DIR", str(data_dir), "-p", "RESULTS_DIR", str(out / "results"),
-                    "-p", "DOC_DIR", str(out / "documentation"), "-p", "QUICK", "True", *parameters],
+                    "-p", "DOC_DIR", str(out / "documentation"), "-p", "QUICK", "True",
+                    "-p", "SWEEP_SEEDS", "2", *parameters],  # round 3 on, with two seeds per recipe
                    check=True, timeout=timeout)
 
 
@@ -54,7 +55,7 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(executed):
     # what Run all costs, before anything trains; a line as each training starts; its time left after epoch 1
     lines = printed(executed / "run.ipynb")
     assert any(line.startswith("The six experiments: 0 of 6 runs served from") for line in lines)
-    assert any(line.startswith("Going further: 0 of 7 runs served from") for line in lines)
+    assert any(line.startswith("Going further: 0 of 13 runs served from") for line in lines)  # 7 + 3 x 2
     assert "model 1: 2 epochs x 256 images, float32, eager (no CUDA device)" in lines
     assert sum(re.fullmatch(r"about \d+ s left \(1 more epoch\)", line) is not None for line in lines) >= 6
 
@@ -69,19 +70,24 @@ def test_quick_run_writes_figures_tables_and_results(executed):
                                                        "final seed 2"}
     sweep = {f"final sweep - {label}" for label in ("2 epochs", "residuals in all stages at widths 64-128-256-352",
                                                      "no weight averaging")}
-    combined = set(index) - expected - sweep  # the second round, when two changes or more helped
+    round3 = report.trial_runs(index, "final round 3 - ")
+    assert set(round3) == {"round 2 choice", "AirResNet 1 epoch", "AirResNet 2 epochs"}
+    assert all([run["config"]["seed"] for run in runs] == [0, 1] for runs in round3.values())
+    combined = set(index) - expected - sweep - {f"final round 3 - {label} - seed {k}" for label in round3
+                                                for k in range(2)}  # round 2, when two changes or more helped
     assert expected | sweep <= set(index) and len(combined) <= 1
     assert all(name.startswith("final sweep - ") and " + " in name for name in combined)
     assert (results / "model 6.pt").exists() and (results / "final seed 0.pt").exists()
-    # the recipe is chosen on validation only: no tuning run was tested; the seeds use the best one's config
+    # the recipe is chosen on validation only: no tuning run was tested; the seeds use round 3's choice
     tuning = report.sweep_runs(index, "final validation", "final sweep - ", "starting recipe")
     assert len(tuning) == 1 + len(sweep | combined)
-    assert all("test_acc" not in run and run["train_images"] == 256 for run in tuning.values())
-    best = max(tuning.values(), key=lambda run: H.validation_score(run)[0])
+    tried = list(tuning.values()) + [run for runs in round3.values() for run in runs]
+    assert all("test_acc" not in run and run["train_images"] == 256 for run in tried)
+    chosen = re.search(r"chosen on validation: (.+?) \(", " ".join(printed(executed / "run.ipynb"))).group(1)
     for k in range(3):
         seed = index[f"final seed {k}"]
-        assert {**seed["config"], "seed": 0, "tta": None} == {**best["config"], "seed": 0, "tta": None}
-        assert seed["tta"] == seed["config"]["tta"] == H.validation_score(best)[1]
+        assert {**seed["config"], "seed": 0, "tta": None} == {**round3[chosen][0]["config"], "seed": 0, "tta": None}
+        assert seed["tta"] == seed["config"]["tta"] == H.recipe_score(round3[chosen])[1]
     assert all(s["config"]["quick"] for s in index.values())
     # model 5 used the learning rate of the better of models 3 and 4 on validation
     better = max(("model 3", "model 4"), key=lambda n: index[n]["final_val_acc"])
@@ -95,7 +101,7 @@ def test_rerun_with_complete_results_serves_them(executed, data_dir):
     runs = len(json.loads((executed / "results" / "quick" / "summary.json").read_text()))
     assert sum(": read from " in line for line in lines) == runs
     assert any(line.startswith("The six experiments: 6 of 6 runs served") for line in lines)
-    assert any(line.startswith("Going further: 7 of 7 runs served") for line in lines)
+    assert any(line.startswith("Going further: 13 of 13 runs served") for line in lines)
     assert not [line for line in lines if " left (" in line]
     assert not [line for line in lines if line.startswith("epoch")]  # nothing trained
     first = printed(executed / "run.ipynb")
@@ -164,3 +170,18 @@ def test_pdf_export_holds_the_figures(tmp_path):
     pdf = (tmp_path / "mini_project.pdf").read_bytes()
     assert pdf.startswith(b"%PDF")
     assert len(re.findall(rb"/Subtype\s*/Image", pdf)) >= 9
+
+
+def test_the_exploration_script_trains_the_notebooks_round_three(executed, data_dir, tmp_path):
+    """benchmarks/exploration.py --round 3 makes the runs of the notebook's round 3 under the same names and
+    configurations: over the notebook's quick store it trains nothing and chooses what the notebook chose."""
+    shutil.copytree(executed / "results" / "quick", tmp_path / "quick")
+    run = subprocess.run([sys.executable, "benchmarks/exploration.py", "--quick", "--seeds", "2",
+                          "--data-dir", str(data_dir),
+                          "--out", str(tmp_path / "quick")], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=600)
+    lines = run.stdout.splitlines()
+    assert not [line for line in lines if line.startswith("epoch")]  # every run served
+    assert sum(": read from " in line for line in lines) == 3 * 2  # three recipes, two seeds in quick mode
+    chosen = re.search(r"round 3 chooses (.+?) \(", run.stdout).group(1)
+    assert f"chosen on validation: {chosen} (" in " ".join(printed(executed / "run.ipynb"))

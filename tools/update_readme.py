@@ -22,8 +22,9 @@ MODEL_PREFIX = "model "                 # the six experiments: "model 1" ... "mo
 SWEEP_BASE = "final validation"         # the final recipe trained on the 45k split
 SWEEP_PREFIX = "final sweep - "         # a tuning run: SWEEP_PREFIX + the label of its change
 BASE_LABEL = "starting recipe"          # how the sweep table labels SWEEP_BASE
+ROUND3_PREFIX = "final round 3 - "      # round 3 of the sweep: ROUND3_PREFIX + label + " - seed k"
 SEED_PREFIX = "final seed"              # the final model's seeds: "final seed 0", ...
-NETWORK = "FastResNet"                  # the final model's network
+NETWORKS = {"fast_resnet": "FastResNet", "air_resnet": "AirResNet"}  # the final model's network, by arch
 FIRST_SWEEP = "first-sweep"             # results/ subfolder: the first sweep, its chosen recipe and seeds, as run
 
 
@@ -31,9 +32,12 @@ def sweep_text(summaries: dict[str, dict], intro: str, outcome: str) -> list[str
     """The paragraphs for a store's tuning sweep: `intro` and the sweep table (when it has tuning runs), then
     `outcome` and the final model's line (when it has tested seeds)."""
     runs = report.sweep_runs(summaries, SWEEP_BASE, SWEEP_PREFIX, BASE_LABEL)
+    trials = report.trial_runs(summaries, ROUND3_PREFIX)
     seeds = [s for name, s in summaries.items() if name.startswith(SEED_PREFIX)]
-    line = report.final_model_line(seeds, NETWORK) if seeds else None
+    line = report.final_model_line(seeds, NETWORKS) if seeds else None
     return ([f"{intro}:\n\n{report.markdown_table(report.sweep_table(runs))}"] if runs else []) + (
+        [f"Round 3, airbench's ingredients, each recipe with several seeds (validation only):\n\n"
+         f"{report.markdown_table(report.trials_table(trials))}"] if trials else []) + (
         [f"{outcome}: {line}."] if line else [])
 
 
@@ -96,10 +100,29 @@ def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
     return "\n\n".join(tables)
 
 
+def readme_peers(folder: str | Path = "benchmarks/results", results_dir: str | Path = "results") -> str:
+    """The peer runs that benchmarks/exploration.py --peer wrote, one table per card, each followed by this
+    project's final model on the same card (from the results store)."""
+    files = sorted(Path(folder).glob("peers_*.md"))
+    if not files:
+        return ("**Peer comparison: pending.** airbench95 (`airbench` 0.1.8) has not run beside this project on a "
+                "GPU yet (`python3 benchmarks/exploration.py --peer`); nothing is estimated.")
+    seeds = [s for name, s in ResultsStore(results_dir).summaries().items() if name.startswith(SEED_PREFIX)]
+    parts = []
+    for path in files:
+        card = json.loads(path.with_suffix(".json").read_text())["device"]
+        ours = [s for s in seeds if s["device"] == card]
+        line = report.final_model_line(ours, NETWORKS) if ours else None
+        parts.append(path.read_text().replace("# Peer on", "#### Peer on").strip() + "\n\n" +
+                     (f"This project on the same card: {line}." if line else
+                      "This project's final model has not run on this card."))
+    return "\n\n".join(parts)
+
+
 def colab_badge(notebook: str | Path = "mini_project.ipynb") -> str:
     """The *Open in Colab* badge, built from the GitHub URL the notebook's parameters cell names (`REPOSITORY`);
     while none is named, the line that says where to set it."""
-    repository = H.notebook_namespace(notebook, tag="parameters").get("REPOSITORY") or ""
+    repository = H.notebook_namespace(notebook, ("parameters",)).get("REPOSITORY") or ""
     match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", repository)
     if match is None:
         return ("*Open in Colab*: no badge yet, because no GitHub repository is named: set `REPOSITORY` in the "
@@ -114,7 +137,7 @@ def update_readme(readme: str | Path = "README.md") -> None:
     path = Path(readme)
     text = path.read_text()
     for key, body in (("colab", colab_badge()), ("results", readme_results()), ("figures", readme_figures()),
-                      ("benchmark", readme_benchmarks())):
+                      ("benchmark", readme_benchmarks()), ("peers", readme_peers())):
         start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
         head, rest = text.split(start)
         _, tail = rest.split(end)
