@@ -19,7 +19,8 @@ def run_quick(source, target, out, data_dir, timeout, *parameters):
     subprocess.run([sys.executable, "-m", "papermill", str(source), str(target), "--cwd", str(ROOT),
                     "-p", "DATA_DIR", str(data_dir), "-p", "RESULTS_DIR", str(out / "results"),
                     "-p", "DOC_DIR", str(out / "documentation"), "-p", "QUICK", "True",
-                    "-p", "SWEEP_SEEDS", "2", *parameters],  # round 3 on, with two seeds per recipe
+                    "-p", "SWEEP_SEEDS", "2", "-p", "REFERENCE", "True",  # round 3 (two seeds a recipe)
+                    *parameters],                                           # and the reference on
                    check=True, timeout=timeout)
 
 
@@ -34,7 +35,7 @@ def printed(path) -> list[str]:
 def executed(tmp_path_factory, data_dir):
     """The notebook run top to bottom in quick mode, in a temporary folder."""
     out = tmp_path_factory.mktemp("run")
-    run_quick(NOTEBOOK, out / "run.ipynb", out, data_dir, timeout=900)
+    run_quick(NOTEBOOK, out / "run.ipynb", out, data_dir, timeout=1500)
     return out
 
 
@@ -54,7 +55,7 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(executed):
     assert "planned" not in tables[0] and "float32 (no CUDA device)" in tables[0]  # the precision that ran
     # what Run all costs, before anything trains; a line as each training starts; its time left after epoch 1
     lines = printed(executed / "run.ipynb")
-    assert any(line.startswith("The six experiments: 0 of 6 runs served from") for line in lines)
+    assert any(line.startswith("The six experiments and the reference: 0 of 7 runs served from") for line in lines)
     assert any(line.startswith("Going further: 0 of 13 runs served from") for line in lines)  # 7 + 3 x 2
     assert "model 1: 2 epochs x 256 images, float32, eager (no CUDA device)" in lines
     assert sum(re.fullmatch(r"about \d+ s left \(1 more epoch\)", line) is not None for line in lines) >= 6
@@ -67,7 +68,7 @@ def test_quick_run_writes_figures_tables_and_results(executed):
     results = executed / "results" / "quick"
     index = json.loads((results / "summary.json").read_text())
     expected = {f"model {i}" for i in range(1, 7)} | {"final validation", "final seed 0", "final seed 1",
-                                                       "final seed 2"}
+                                                       "final seed 2", "reference ResNet-18"}
     sweep = {f"final sweep - {label}" for label in ("2 epochs", "residuals in all stages at widths 64-128-256-352",
                                                      "no weight averaging")}
     round3 = report.trial_runs(index, "final round 3 - ")
@@ -83,7 +84,8 @@ def test_quick_run_writes_figures_tables_and_results(executed):
     assert len(tuning) == 1 + len(sweep | combined)
     tried = list(tuning.values()) + [run for runs in round3.values() for run in runs]
     assert all("test_acc" not in run and run["train_images"] == 256 for run in tried)
-    chosen = re.search(r"chosen on validation: (.+?) \(", " ".join(printed(executed / "run.ipynb"))).group(1)
+    text = "\n".join(printed(executed / "run.ipynb"))  # round 3's choice starts a line, and may wrap
+    chosen = " ".join(re.search(r"^chosen on validation: ([^(]+?) \(", text, re.M).group(1).split())
     for k in range(3):
         seed = index[f"final seed {k}"]
         assert {**seed["config"], "seed": 0, "tta": None} == {**round3[chosen][0]["config"], "seed": 0, "tta": None}
@@ -92,6 +94,12 @@ def test_quick_run_writes_figures_tables_and_results(executed):
     # model 5 used the learning rate of the better of models 3 and 4 on validation
     better = max(("model 3", "model 4"), key=lambda n: index[n]["final_val_acc"])
     assert index["model 5"]["config"]["lr"] == index[better]["config"]["lr"]
+    # the reference: ResNet-18 under Model 6's recipe, tested, and compared in the conclusion
+    reference = index["reference ResNet-18"]
+    assert {**reference["config"], "arch": "option2"} == index["model 6"]["config"]
+    assert reference["trainable_params"] == 11_173_962 and reference["test_acc"] is not None
+    assert any(line.startswith("    reference ResNet-18 ") and " vs model 6 " in line
+               for line in printed(executed / "run.ipynb"))
 
 
 def test_rerun_with_complete_results_serves_them(executed, data_dir):
@@ -100,7 +108,7 @@ def test_rerun_with_complete_results_serves_them(executed, data_dir):
     lines = printed(executed / "again.ipynb")
     runs = len(json.loads((executed / "results" / "quick" / "summary.json").read_text()))
     assert sum(": read from " in line for line in lines) == runs
-    assert any(line.startswith("The six experiments: 6 of 6 runs served") for line in lines)
+    assert any(line.startswith("The six experiments and the reference: 7 of 7 runs served") for line in lines)
     assert any(line.startswith("Going further: 13 of 13 runs served") for line in lines)
     assert not [line for line in lines if " left (" in line]
     assert not [line for line in lines if line.startswith("epoch")]  # nothing trained
