@@ -357,6 +357,16 @@ def test_exploration_runs_round_three_end_to_end_in_quick_mode(data_dir, tmp_pat
     assert len(ResultsStore(tmp_path).summaries()) == 3
 
 
+def test_the_estimate_names_the_stored_cards_when_a_card_has_no_runs():
+    module = exploration()
+    ns = module.notebook_round(quick=False)
+    store = ResultsStore(NOTEBOOK.parent / "results")
+    with pytest.raises(SystemExit, match=r"on 'H200'; the store's cards: .*'NVIDIA H200'"):
+        module.estimate({}, 45000, store, "H200", ns)
+    rate, runs = module.measured_rate(store, "NVIDIA H200", ns)
+    assert runs >= 1 and 1e13 < rate < 1e15  # the committed H200 runs: tens to hundreds of TFLOP/s
+
+
 def test_airbench_reads_the_same_pixels(raw, tmp_path):
     exploration().write_cifar_for_airbench(raw, tmp_path / "cifar10")
     train = torch.load(tmp_path / "cifar10" / "train.pt", weights_only=True)
