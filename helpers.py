@@ -1081,15 +1081,14 @@ def validation_score(summary: dict) -> tuple[float, bool]:
 
 
 def recipe_score(runs: list[dict]) -> tuple[float, bool]:
-    """A recipe's validation score over its seeds' runs: the mean final accuracy, plain or test-time augmented,
-    whichever mean is higher, and whether that is the augmented one; NaN when a seed diverged."""
-    if not runs or any(run.get("diverged") or run.get("final_val_acc") is None for run in runs):
+    """A recipe's validation score over its seeds' runs: `validation_score` of their mean final accuracies (the
+    test-time augmented mean only when every seed measured it); NaN when a seed diverged or there is none."""
+    if not runs or any(math.isnan(validation_score(run)[0]) for run in runs):
         return float("nan"), False
-    plain = sum(run["final_val_acc"] for run in runs) / len(runs)
-    if any(run.get("final_val_acc_tta") is None for run in runs):
-        return plain, False
-    views = sum(run["final_val_acc_tta"] for run in runs) / len(runs)
-    return (views, True) if views > plain else (plain, False)
+    mean = lambda key: sum(run[key] for run in runs) / len(runs)  # noqa: E731
+    views = all(run.get("final_val_acc_tta") is not None for run in runs)
+    return validation_score({"final_val_acc": mean("final_val_acc"),
+                             "final_val_acc_tta": mean("final_val_acc_tta") if views else None})
 
 
 def choose_by_mean(trials: dict[str, list[dict]], costs: dict[str, float], tie: float) -> tuple[str, bool, str]:
