@@ -1,5 +1,6 @@
 """airbench's ingredients as recipe options (helpers) and its network (the notebook's AirResNet): each does what
 its paper says, and a recipe that leaves them out trains exactly as before."""
+import dataclasses
 import importlib.util
 import math
 import re
@@ -14,7 +15,7 @@ from conftest import NOTEBOOK, interrupt_after_two_epochs
 
 import helpers as H
 import report
-from store import ResultsStore
+from store import ResultsStore, load_weights
 
 AIRBENCH = {  # every ingredient on, sized for the CPU: a narrow AirResNet, tiny batches, 4 epochs
     "arch": "air_resnet", "widths": [16, 32, 32], "epochs": 4, "batch_size": 32, "lr": 0.2, "momentum": 0.85,
@@ -245,6 +246,20 @@ def test_an_airbench_run_resumes_where_it_stopped(models, tiny, engine, tmp_path
         assert a[column].tolist() == pytest.approx(b[column].tolist(), rel=1e-5), column
     assert resumed["test_acc"] == pytest.approx(straight["test_acc"])
     assert resumed["final_val_acc_tta"] == pytest.approx(straight["final_val_acc_tta"])
+
+
+def test_a_reloaded_air_resnet_reproduces_its_test_accuracy_with_its_six_views(models, tiny, engine, tmp_path):
+    """The notebook's reload check evaluates with the recipe's views: four views would score other logits."""
+    store, small = ResultsStore(tmp_path), dataclasses.replace(tiny, full=tiny.train)  # 96 images, not 50,000
+    summary = H.run_experiment("final seed 0", AIRBENCH, narrow(models), small, engine, store, train_split="full",
+                               keep_weights=True, tta=True)
+    reloaded = load_weights(narrow(models)(), store.path("final seed 0", ".pt"))
+    test = H.eval_batches(small.test, small, "cpu")
+    views = H.with_defaults(AIRBENCH)["tta_views"]
+    assert views == 6 and H.evaluate(reloaded, test, engine, tta=True, views=views)["acc"] == pytest.approx(
+        summary["test_acc"], abs=1e-9)
+    six, four = (H.predict(reloaded, test, engine, tta=True, views=n) for n in (6, 4))
+    assert not torch.allclose(six, four, atol=1e-4)
 
 
 def test_airbench_recipe_learns_on_real_data(models, data, engine, tmp_path):
