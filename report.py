@@ -58,6 +58,11 @@ def compare_line(a: str, b: str, summaries: dict[str, dict], images: int) -> str
     return f"{a} {100 * va:.2f}% vs {b} {100 * vb:.2f}%: {H.verdict(va, vb, images)}"
 
 
+def cards(summaries: dict[str, dict]) -> list[str]:
+    """The cards (device names, e.g. "NVIDIA H200") that trained these runs, sorted."""
+    return sorted({s["device"] for s in summaries.values() if s.get("device")})
+
+
 def steps_taken(summaries: dict[str, dict]) -> str:
     """The step kinds of the stored runs with their counts: 'cuda-graph (10 runs)'; runs stored before the kind
     was recorded are counted too."""
@@ -344,10 +349,10 @@ def results_at_a_glance(results_dir: str | Path, models: list[str], seed_prefix:
                 f"{H.count_text(len(tested), 'seed')}, final epoch{views}).")
     if diverged:
         line += " " + "; ".join(diverged).capitalize() + "."
-    cards = sorted({s["device"] for s in summaries.values() if s.get("device")})
+    used = cards(summaries)
     seconds = sum(s.get("train_seconds") or 0 for s in summaries.values())
     return Report(f"Full-scale results (from {root}/)", [
-        line, f"{'Cards' if len(cards) > 1 else 'Card'}: {', '.join(cards) or 'not recorded'}.",
+        line, f"{'Cards' if len(used) > 1 else 'Card'}: {', '.join(used) or 'not recorded'}.",
         f"Total training time: {H.format_duration(seconds)} over {len(summaries)} runs.", note], table)
 
 

@@ -99,8 +99,8 @@ def estimate(runs: dict[str, dict], images: int, store: ResultsStore, card: str,
     """Print each run's training FLOPs and its time at the rate `card` measured on the store's runs."""
     rate, measured = measured_rate(store, card, ns)
     if not measured:  # a card's name as the store writes it, e.g. "NVIDIA H200"
-        cards = sorted({s["device"] for s in store.summaries().values() if s.get("device")})
-        raise SystemExit(f"no stored run of the notebook's networks on {card!r}; the store's cards: {cards}")
+        raise SystemExit(f"no stored run of the notebook's networks on {card!r}; "
+                         f"the store's cards: {report.cards(store.summaries())}")
     print(f"training rate of {H.count_text(measured, 'stored run')} on {card}: {rate / 1e12:.0f} TFLOP/s")
     total = 0.0
     for name, config in runs.items():

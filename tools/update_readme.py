@@ -49,9 +49,9 @@ def exploration_table(path: str | Path) -> str | None:
     if not path.exists():
         return None
     runs = dict(report.by_date(list(json.loads(path.read_text()).items())))
-    cards = sorted({s.get("device", "?") for s in runs.values()})
+    cards = ", ".join(report.cards(runs)) or "a card not recorded"
     return (f"Exploration outside the notebook (`benchmarks/exploration.py`, `{path.parent.as_posix()}/`, on "
-            f"{', '.join(cards)}), trained on the 45k split and scored on validation only, to plan the next "
+            f"{cards}), trained on the 45k split and scored on validation only, to plan the next "
             f"sweep; change against its first row:\n\n{report.markdown_table(report.sweep_table(runs))}")
 
 
