@@ -634,6 +634,11 @@ def evaluate(model, batches: Batches, engine: Engine, tta: bool = False, views: 
             "acc": (logits.argmax(1) == labels).float().mean().item()}
 
 
+def evaluate_recipe(model, batches: Batches, engine: Engine, config: dict, tta: bool = False) -> dict:
+    """`evaluate` as a run of `config` is scored: with `tta`, over the recipe's test-time views (`tta_views`)."""
+    return evaluate(model, batches, engine, tta=tta, views=with_defaults(config)["tta_views"])
+
+
 def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, classes: int = 10) -> torch.Tensor:
     """counts[true, predicted]."""
     pred = logits.argmax(1).cpu()
@@ -1022,13 +1027,12 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
         if keep_weights:  # evaluate the weights exactly as saved (fp16), so that a reload reproduces the number
             save_weights(final, store.path(name, ".pt"))
             load_weights(getattr(final, "_orig_mod", final), store.path(name, ".pt"))
-        views = with_defaults(config)["tta_views"]
         if val is not None:
             summary.update(best_val_acc=max(r["val_acc"] for r in history), final_val_acc=history[-1]["val_acc"])
             if tta:
-                summary["final_val_acc_tta"] = evaluate(final, val, engine, tta=True, views=views)["acc"]
+                summary["final_val_acc_tta"] = evaluate_recipe(final, val, engine, config, tta=True)["acc"]
         if evaluate_test:
-            scores = evaluate(final, eval_batches(data.test, data, engine.device), engine, tta=tta, views=views)
+            scores = evaluate_recipe(final, eval_batches(data.test, data, engine.device), engine, config, tta=tta)
             summary.update(test_acc=scores["acc"], test_loss=scores["loss"], tta=tta)
     print(wrapped(result_line(name, summary)))
     store.save(name, summary, history)

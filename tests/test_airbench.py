@@ -255,9 +255,8 @@ def test_a_reloaded_air_resnet_reproduces_its_test_accuracy_with_its_six_views(m
                                keep_weights=True, tta=True)
     reloaded = load_weights(narrow(models)(), store.path("final seed 0", ".pt"))
     test = H.eval_batches(small.test, small, "cpu")
-    views = H.with_defaults(AIRBENCH)["tta_views"]
-    assert views == 6 and H.evaluate(reloaded, test, engine, tta=True, views=views)["acc"] == pytest.approx(
-        summary["test_acc"], abs=1e-9)
+    assert H.with_defaults(AIRBENCH)["tta_views"] == 6 and H.evaluate_recipe(
+        reloaded, test, engine, AIRBENCH, tta=True)["acc"] == pytest.approx(summary["test_acc"], abs=1e-9)
     six, four = (H.predict(reloaded, test, engine, tta=True, views=n) for n in (6, 4))
     assert not torch.allclose(six, four, atol=1e-4)
 
