@@ -347,7 +347,10 @@ def torchsummary_total(model: nn.Module, device: torch.device) -> int:
     import contextlib
     import io
 
-    from torchsummary import summary
+    try:
+        from torchsummary import summary
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("torchsummary is missing: pip install -r requirements.txt") from None
 
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
@@ -925,8 +928,9 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, config: dict, eng
 
 
 def log_line(epoch: int, epochs: int, log_every: int = 10) -> bool:
-    """Whether an epoch gets a line in the log: the first, every `log_every`-th and the last."""
-    return epoch == 1 or epoch % log_every == 0 or epoch == epochs
+    """Whether an epoch gets a line in the log: the first, every `log_every`-th and the last; none when
+    `log_every` is 0 (the run's start and result lines still print)."""
+    return log_every > 0 and (epoch == 1 or epoch % log_every == 0 or epoch == epochs)
 
 
 def format_epoch(row: dict) -> str:
@@ -976,9 +980,7 @@ def result_line(name: str, summary: dict) -> str:
 def replay_log(name: str, summary: dict, history, root: Path, log_every: int = 10) -> None:
     """Print a stored run's log lines as training printed them, marked '| ', under a line that says where they
     come from: a notebook executed across several sessions then reads like one run."""
-    print(f"{name}: read from {root}/")  # one line: a reader (and a test) finds every served run by it
-    print(wrapped(f"  (trained on {summary['device']}, {summary['date'][:10]}; "
-                  f"delete {root / (name + '.json')} to retrain):"))
+    print(wrapped(f"{name}: read from {root}/ (trained on {summary['device']}, {summary['date'][:10]})"))
     rows = history.to_dict("records")
     for row in rows:
         if log_line(row["epoch"], len(rows), log_every) or row["epoch"] == summary.get("diverged_epoch"):
@@ -994,13 +996,13 @@ def finite_or_none(value: float) -> float | None:
 def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module], data: Data, engine: Engine,
                    store: ResultsStore, train_split: str = "train", keep_weights: bool = False,
                    tta: bool = False, evaluate_test: bool = True, checkpoint_seconds: float = 20.0,
-                   on_epoch_end=None) -> dict:
+                   on_epoch_end=None, log_every: int = 10) -> dict:
     """Train one configuration on `train_split`, scored on validation each epoch (on the 45k split) and tested
     once at the end (`evaluate_test`), and return its summary; a complete stored result is served instead, an
     interrupted one resumed. `keep_weights` saves the final weights (fp16) and evaluates them as saved."""
     stored = store.complete(name, config, needs_weights=keep_weights)
     if stored is not None:
-        replay_log(name, *stored, store.root)
+        replay_log(name, *stored, store.root, log_every)
         return stored[0]
     digest = config_hash(config)
     checkpoint = store.checkpoint(f"{name}-{digest}")
@@ -1010,7 +1012,7 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     train = training_batches(train_x, train_y, config, data, engine.device)
     val = eval_batches(data.val, data, engine.device) if train_split == "train" else None
     final, history, seconds, step_kind = fit(model, train, val, config, engine, checkpoint, checkpoint_seconds,
-                                             on_epoch_end=on_epoch_end, label=name)
+                                             log_every, on_epoch_end, label=name)
     diverged = diverged_epoch(history)
     summary = {
         "name": name, "config": config, "config_hash": digest,
@@ -1062,15 +1064,23 @@ def learning_rate_on_validation(summaries: dict[str, dict], names, fallback: flo
     return lr, f"lr {lr}, from {winner}, the better on validation"
 
 
+NOISE = 2.0  # standard errors: a smaller difference of two accuracies is within noise, never a gain
+
+
 def standard_error(accuracy: float, images: int) -> float:
     """The standard error of an accuracy (a fraction) measured on `images` independent images."""
     return math.sqrt(accuracy * (1 - accuracy) / images)
 
 
+def difference_error(a: float, b: float, images: int) -> float:
+    """The standard error of the difference of two accuracies `a` and `b`, each measured on `images` images."""
+    return math.hypot(standard_error(a, images), standard_error(b, images))
+
+
 def verdict(a: float, b: float, images: int) -> str:
-    """'higher', 'lower' or 'within noise': accuracy `a` against `b`, both on the same `images` validation
-    images; a difference smaller than one standard error (at their mean) is within noise."""
-    if abs(a - b) < standard_error((a + b) / 2, images):
+    """'higher', 'lower' or 'within noise': accuracy `a` against `b`, each on `images` validation images; a
+    difference under NOISE standard errors of that difference is within noise."""
+    if abs(a - b) < NOISE * difference_error(a, b, images):
         return "within noise"
     return "higher" if a > b else "lower"
 

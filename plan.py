@@ -64,7 +64,7 @@ def training_cost(plan: dict[str, Planned], store: ResultsStore, data: H.Data, e
         if key not in rates:
             rates[key] = training_rate(planned.build, config, data, engine)
         seconds += config["epochs"] * planned.images / rates[key]
-    text = f"{len(plan) - len(left)} of {H.count_text(len(plan), 'run')} served from {store.root}/"
+    text = f"{len(plan) - len(left)} of {H.count_text(len(plan), 'run')} already in {store.root}/"
     if not left:
         return text + "; nothing to train"
     measured = ", ".join(f"{arch}{' ' + widths if widths else ''} at batch {batch}: {rate:,.0f} img/s"

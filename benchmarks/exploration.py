@@ -10,9 +10,9 @@ and without test-time augmentation; nothing is tested), to plan the notebook's n
   gives here.
 --round 2 (results/exploration-2/, about 2.5 minutes on an H200): after the second sweep chose 80 epochs without
   weight averaging, 100 epochs of that recipe and of the cheaper layout with a residual block in every stage.
---round 3 (the default): the notebook's third sweep round, read from its cells tagged "recipes" (ROUND3, each
-  recipe with --seeds seeds, its SWEEP_SEEDS), trained into the notebook's own store (results/, or results/quick/ with
-  --quick) under the notebook's run names, so that the next Run all serves them. --estimate prints each run's
+--round 3 (the default): the third sweep round (benchmarks/round3.py: AirResNet under airbench96's recipe beside
+  round 2's choice, built on the notebook's starting recipe from its cells tagged "recipes"), each recipe with
+  --seeds seeds, trained into the notebook's own store (results/, or results/quick/ with --quick). --estimate prints each run's
   cost from its FLOPs at the training rate measured by the store's runs on a card, and trains nothing.
   --peer also trains airbench95 (package airbench 0.1.8, the same CIFAR-10 through its train.pt and test.pt)
   --peer-runs times on this CUDA GPU and writes benchmarks/results/peers_<card>.json and .md.
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # helpers.py sits at the repository root, one level above this file
 import helpers as H  # noqa: E402
 import report  # noqa: E402
+from benchmarks import round3  # noqa: E402  (benchmarks/round3.py: AirResNet and its recipes)
 from store import ResultsStore  # noqa: E402
 
 NOTEBOOK = ROOT / "mini_project.ipynb"
@@ -75,8 +76,8 @@ ROUND_2 = {
 
 
 def notebook_round(quick: bool) -> dict:
-    """The notebook's networks and recipes (cells tagged model and recipes), its parameters as a Run all of
-    this mode sees them."""
+    """The notebook's networks and starting recipe (cells tagged model and recipes), its parameters as a Run all
+    of this mode sees them."""
     given = {"H": H, "QUICK": quick, **(QUICK if quick else {})}
     return H.notebook_namespace(NOTEBOOK, ("parameters", "model", "recipes"), given)
 
@@ -87,9 +88,9 @@ def measured_rate(store: ResultsStore, card: str, ns: dict) -> tuple[float, int]
     flops = seconds = runs = 0
     for summary in store.summaries().values():
         config = summary.get("config", {})
-        if summary.get("device") != card or config.get("arch") not in ns["NETWORKS"] or summary.get("diverged"):
+        if summary.get("device") != card or config.get("arch") not in round3.NETWORKS or summary.get("diverged"):
             continue
-        flops += ns["training_gflop"](config) * 1e9 * summary["train_images"]
+        flops += round3.training_gflop(config, ns) * 1e9 * summary["train_images"]
         seconds += summary["train_seconds"]
         runs += 1
     return (flops / seconds if seconds else float("nan")), runs
@@ -104,9 +105,10 @@ def estimate(runs: dict[str, dict], images: int, store: ResultsStore, card: str,
     print(f"training rate of {H.count_text(measured, 'stored run')} on {card}: {rate / 1e12:.0f} TFLOP/s")
     total = 0.0
     for name, config in runs.items():
-        seconds = ns["training_gflop"](config) * 1e9 * images / rate
+        gflop = round3.training_gflop(config, ns)
+        seconds = gflop * 1e9 * images / rate
         total += seconds
-        print(f"  {name}: {ns['training_gflop'](config):,.0f} GFLOP per image, about {seconds:.0f} s")
+        print(f"  {name}: {gflop:,.0f} GFLOP per image, about {seconds:.0f} s")
     print(f"total: about {H.format_duration(total)} of training on {card}, before evaluation and start-up")
 
 
@@ -119,6 +121,17 @@ def write_cifar_for_airbench(raw: dict, folder: Path) -> None:
     for split, x, y in (("train", raw["train_x"], raw["train_y"]), ("test", raw["test_x"], raw["test_y"])):
         torch.save({"images": x.permute(0, 2, 3, 1).contiguous(), "labels": y, "classes": list(H.CLASSES)},
                    folder / f"{split}.pt")
+
+
+def peer_table(result: dict):
+    """The peer's result (as `run_peer` records it) as a one-row DataFrame for `report.markdown_table`."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "trainable params": f"{result['trainable_params']:,}", "epochs": f"{result['epochs']:g}",
+        "test acc (%)": f"{result['test_acc_mean']:.2f} +- {result['test_acc_std']:.2f}",
+        "runs": len(result["runs"]), "s per run (training)": f"{result['seconds_mean']:.1f}",
+    }], index=pd.Index([f"airbench95 ({result['package']})"], name="peer"))
 
 
 def run_peer(raw: dict, runs: int, out: Path) -> None:
@@ -165,10 +178,7 @@ def run_peer(raw: dict, runs: int, out: Path) -> None:
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"peers_{slug}.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = report.markdown_table(
-        ["peer", "trainable params", "epochs", "test acc (%)", "runs", "s per run (training)"],
-        [["airbench95 (" + result["package"] + ")", f"{result['trainable_params']:,}", f"{result['epochs']:g}",
-          f"{mean:.2f} +- {std:.2f}", str(len(rows)), f"{result['seconds_mean']:.1f}"]])
+    table = report.markdown_table(peer_table(result))
     (out / f"peers_{slug}.md").write_text(
         f"# Peer on {card}\n\ntorch {torch.__version__}, {result['date']}; test accuracy with airbench's "
         f"6-view TTA (level {result['tta_level']}), time from the start of train95 to its return (whitening "
@@ -188,12 +198,13 @@ def main() -> None:
     p.add_argument("--peer-runs", type=int, default=3)
     args = p.parse_args()
 
-    ns = notebook_round(args.quick)  # the networks (and round 3's recipes) live in the notebook
+    ns = notebook_round(args.quick)  # FastResNet and the starting recipe live in the notebook
+    recipes = round3.recipes(ns)
     if args.round == 3:
         default = ROOT / "results" / ("quick" if args.quick else "")
         store = ResultsStore(args.out or default)
         seeds = args.seeds
-        runs = dict(ns["trial"](label, k) for label in ns["ROUND3"] for k in range(seeds))
+        runs = dict(round3.trial(recipes, label, k) for label in recipes for k in range(seeds))
     else:
         store = ResultsStore(args.out or ROOT / "results" / ("exploration" if args.round == 1 else "exploration-2"))
         runs = ROUND_1 if args.round == 1 else ROUND_2
@@ -204,15 +215,15 @@ def main() -> None:
     engine = H.Engine.for_device(H.pick_device())
     for name, config in runs.items():
         config = H.with_defaults({"blocks": (1, 0, 1), **config}) if args.round < 3 else config
-        build = lambda: ns["network"](config)  # noqa: E731
+        build = lambda: round3.network(config, ns)  # noqa: E731
         s = H.run_experiment(name, runs[name], build, data, engine, store, tta=config["tta"], evaluate_test=False)
         print(f"EXPLORE | {name} | val {100 * s['final_val_acc']:.2f}% | val TTA {100 * s['final_val_acc_tta']:.2f}% "
               f"| {s['train_seconds']:.1f} s", flush=True)
     if args.round == 3:
-        trials = {label: [store.load(ns["trial"](label, k)[0]) for k in range(seeds)] for label in ns["ROUND3"]}
-        costs = {label: ns["training_gflop"](config) for label, config in ns["ROUND3"].items()}
+        trials = {label: [store.load(round3.trial(recipes, label, k)[0]) for k in range(seeds)] for label in recipes}
+        costs = {label: round3.training_gflop(config, ns) for label, config in recipes.items()}
         print(report.trials_table(trials, costs).to_string())
-        chosen, tta, why = H.choose_by_mean(trials, costs, ns["TIE"])
+        chosen, tta, why = H.choose_by_mean(trials, costs, round3.TIE)
         print(f"EXPLORE | round 3 chooses {chosen} ({why}); test-time augmentation {'on' if tta else 'off'}")
     if args.peer:
         if not H.pick_device().type == "cuda":

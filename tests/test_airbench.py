@@ -1,5 +1,5 @@
-"""airbench's ingredients as recipe options (helpers) and its network (the notebook's AirResNet): each does what
-its paper says, and a recipe that leaves them out trains exactly as before."""
+"""airbench's ingredients as recipe options (helpers) and its network (AirResNet, benchmarks/round3.py): each does
+what its paper says, and a recipe that leaves them out trains exactly as before."""
 import dataclasses
 import importlib.util
 import math
@@ -15,6 +15,7 @@ from conftest import NOTEBOOK, interrupt_after_two_epochs
 
 import helpers as H
 import report
+from benchmarks import round3 as air
 from store import ResultsStore, load_weights
 
 AIRBENCH = {  # every ingredient on, sized for the CPU: a narrow AirResNet, tiny batches, 4 epochs
@@ -31,8 +32,8 @@ def engine():
     return H.Engine.for_device("cpu")
 
 
-def narrow(models, widths=(16, 32, 32)):
-    return lambda: models["air_resnet"](widths)
+def narrow(widths=(16, 32, 32)):
+    return lambda: air.air_resnet(widths)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -40,17 +41,17 @@ def narrow(models, widths=(16, 32, 32)):
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_air_resnet_is_residual_and_under_five_million_parameters(models):
-    model = models["air_resnet"]()
+def test_air_resnet_is_residual_and_under_five_million_parameters():
+    model = air.air_resnet()
     assert H.count_parameters(model) == H.torchsummary_total(model, "cpu") == 4_846_648
-    assert sum(isinstance(m, models["AirGroup"]) for m in model.modules()) == 3
-    assert models["network"]({"arch": "air_resnet", "widths": [128, 256, 352]}).fc.in_features == 352
+    assert sum(isinstance(m, air.AirGroup) for m in model.modules()) == 3
+    assert air.network({"arch": "air_resnet", "widths": [128, 256, 352]}, {}).fc.in_features == 352
     assert H.flops_per_image(model) == 554_350_016  # forward, counted by torch.utils.flop_counter
 
 
-def test_the_whitening_stem_whitens_image_patches(models, data):
+def test_the_whitening_stem_whitens_image_patches(data):
     images = H.eval_batches(data.train, data, "cpu").normalise(data.train[0][:2000])
-    stem = models["Whitening"]()
+    stem = air.Whitening()
     stem.fit_to(images)
     patches = images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
     before = patches.T @ patches / len(patches)
@@ -66,8 +67,8 @@ def test_the_whitening_stem_whitens_image_patches(models, data):
     assert torch.equal(stem.weight[12:], -stem.weight[:12])  # both signs survive the GELU
 
 
-def test_dirac_initialisation_passes_the_first_channels_through(models):
-    conv = models["DiracConv"](8, 24)
+def test_dirac_initialisation_passes_the_first_channels_through():
+    conv = air.DiracConv(8, 24)
     x = torch.randn(4, 8, 10, 10)
     with torch.no_grad():
         assert torch.allclose(conv(x)[:, :8], x, atol=1e-6)
@@ -147,8 +148,8 @@ def test_default_recipes_keep_one_parameter_group(models):
     assert len(group["params"]) == len(list(model.parameters())) and set(group) == {"params"}
 
 
-def test_learning_rate_groups_scale_biases_and_freeze_the_stem_and_scales(models, engine):
-    model = narrow(models)()
+def test_learning_rate_groups_scale_biases_and_freeze_the_stem_and_scales(engine):
+    model = narrow()()
     config = H.with_defaults(AIRBENCH)
     state = H.training_state(model, model, config, engine, steps_per_epoch=2)
     groups = {g["name"]: g for g in state.step.optimizer.param_groups}
@@ -222,25 +223,25 @@ def test_lookahead_pulls_toward_the_slow_weights_and_ends_on_them():
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_the_whitening_filters_come_from_the_training_images_and_stay(models, tiny, engine, tmp_path):
+def test_the_whitening_filters_come_from_the_training_images_and_stay(tiny, engine, tmp_path):
     trained = {}
-    H.run_experiment("air", AIRBENCH, lambda: trained.setdefault("model", narrow(models)()), tiny, engine,
+    H.run_experiment("air", AIRBENCH, lambda: trained.setdefault("model", narrow()()), tiny, engine,
                      ResultsStore(tmp_path), tta=True)
     train = H.training_batches(*tiny.train, AIRBENCH, tiny, "cpu")
-    fresh = models["Whitening"]()
+    fresh = air.Whitening()
     fresh.fit_to(train.normalise(train.x[:H.WHITENING_IMAGES]))
     assert torch.allclose(trained["model"].whiten.weight, fresh.weight, atol=1e-6)
 
 
-def test_an_airbench_run_resumes_where_it_stopped(models, tiny, engine, tmp_path):
+def test_an_airbench_run_resumes_where_it_stopped(tiny, engine, tmp_path):
     """Lookahead's slow weights and the alternating flips' epoch travel in the checkpoint."""
-    straight = H.run_experiment("m", AIRBENCH, narrow(models), tiny, engine, ResultsStore(tmp_path / "a"),
+    straight = H.run_experiment("m", AIRBENCH, narrow(), tiny, engine, ResultsStore(tmp_path / "a"),
                                 tta=True)
     store = ResultsStore(tmp_path / "b")
-    checkpoint = interrupt_after_two_epochs(narrow(models), AIRBENCH, tiny, engine, store)
+    checkpoint = interrupt_after_two_epochs(narrow(), AIRBENCH, tiny, engine, store)
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["lookahead"]["steps"] == 2 * 3 and saved["batches"]["epoch"] == 2
-    resumed = H.run_experiment("m", AIRBENCH, narrow(models), tiny, engine, store, tta=True)
+    resumed = H.run_experiment("m", AIRBENCH, narrow(), tiny, engine, store, tta=True)
     a, b = ResultsStore(tmp_path / "a").history("m"), store.history("m")
     for column in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         assert a[column].tolist() == pytest.approx(b[column].tolist(), rel=1e-5), column
@@ -248,12 +249,12 @@ def test_an_airbench_run_resumes_where_it_stopped(models, tiny, engine, tmp_path
     assert resumed["final_val_acc_tta"] == pytest.approx(straight["final_val_acc_tta"])
 
 
-def test_a_reloaded_air_resnet_reproduces_its_test_accuracy_with_its_six_views(models, tiny, engine, tmp_path):
+def test_a_reloaded_air_resnet_reproduces_its_test_accuracy_with_its_six_views(tiny, engine, tmp_path):
     """The notebook's reload check evaluates with the recipe's views: four views would score other logits."""
     store, small = ResultsStore(tmp_path), dataclasses.replace(tiny, full=tiny.train)  # 96 images, not 50,000
-    summary = H.run_experiment("final seed 0", AIRBENCH, narrow(models), small, engine, store, train_split="full",
+    summary = H.run_experiment("final seed 0", AIRBENCH, narrow(), small, engine, store, train_split="full",
                                keep_weights=True, tta=True)
-    reloaded = load_weights(narrow(models)(), store.path("final seed 0", ".pt"))
+    reloaded = load_weights(narrow()(), store.path("final seed 0", ".pt"))
     test = H.eval_batches(small.test, small, "cpu")
     assert H.with_defaults(AIRBENCH)["tta_views"] == 6 and H.evaluate_recipe(
         reloaded, test, engine, AIRBENCH, tta=True)["acc"] == pytest.approx(summary["test_acc"], abs=1e-9)
@@ -261,19 +262,19 @@ def test_a_reloaded_air_resnet_reproduces_its_test_accuracy_with_its_six_views(m
     assert not torch.allclose(six, four, atol=1e-4)
 
 
-def test_airbench_recipe_learns_on_real_data(models, data, engine, tmp_path):
+def test_airbench_recipe_learns_on_real_data(data, engine, tmp_path):
     subset = H.Data(train=(data.train[0][:2048], data.train[1][:2048]), val=(data.val[0][:1000], data.val[1][:1000]),
                     full=data.full, test=data.test, mean=data.mean, std=data.std)
     config = {**AIRBENCH, "widths": [32, 64, 64], "epochs": 6, "batch_size": 128, "lr": 0.5,
               "weight_decay": 1e-3, "lookahead": 5}
-    summary = H.run_experiment("air", config, narrow(models, (32, 64, 64)), subset, engine,
+    summary = H.run_experiment("air", config, narrow((32, 64, 64)), subset, engine,
                                ResultsStore(tmp_path), tta=True, evaluate_test=False)
     assert summary["final_val_acc"] > 0.3 and summary["final_val_acc_tta"] > 0.3  # chance is 0.1
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_airbench_recipe_under_a_cuda_graph_matches_eager(models, data):
+def test_airbench_recipe_under_a_cuda_graph_matches_eager(data):
     """Per-group learning rates (one group frozen mid-run), lookahead's in-place copies and alternating flips
     under a replayed graph: two epochs agree with eager ones."""
     small = H.Data(train=(data.train[0][:8192], data.train[1][:8192]), val=data.val, full=data.full,
@@ -284,7 +285,7 @@ def test_airbench_recipe_under_a_cuda_graph_matches_eager(models, data):
         engine = H.Engine.for_device("cuda", graphs=graphs)
         H.set_seed(0)
         train = H.training_batches(*small.train, config, small, "cuda")
-        runs[graphs] = H.fit(narrow(models, (64, 128, 128))(), train, H.eval_batches(small.val, small, "cuda"),
+        runs[graphs] = H.fit(narrow((64, 128, 128))(), train, H.eval_batches(small.val, small, "cuda"),
                              config, engine)
     assert runs[None].step_kind == "cuda-graph"
     for a, b in zip(runs[None].history, runs[False].history):
@@ -332,20 +333,23 @@ def test_round_three_runs_are_grouped_by_recipe_in_seed_order():
     assert table.loc["b", "val acc (%)"] == "90.50 +- 0.71" and table.loc["b", "seeds"] == 2
 
 
-def test_the_notebook_recipes_hold_the_named_ingredients(models):
-    """The round-3 recipes the notebook trains, read from its cells as the exploration script reads them."""
+def test_round_three_recipes_hold_the_named_ingredients():
+    """The round-3 recipes (benchmarks/round3.py) built on the notebook's starting recipe, as the exploration
+    script builds them."""
     ns = H.notebook_namespace(NOTEBOOK, ("parameters", "model", "recipes"), {"H": H, "QUICK": False})
-    airbench = ns["ROUND3"][f"AirResNet {ns['FINAL_EPOCHS']} epochs"]
+    recipes = air.recipes(ns)
+    airbench = recipes[f"AirResNet {ns['FINAL_EPOCHS']} epochs"]
     assert {key: airbench[key] for key in ("bias_lr_scale", "lookahead", "whiten_bias_epochs", "tta_views",
                                            "flip", "pad_mode")} == {
         "bias_lr_scale": 64.0, "lookahead": 5, "whiten_bias_epochs": 3, "tta_views": 6, "flip": "alternate",
         "pad_mode": "reflect"}
     assert set(airbench) <= set(H.DEFAULTS) | {"arch", "widths", "blocks", "epochs", "lr", "batch_size", "seed",
                                                 "tta", "quick"}
-    incumbent = ns["ROUND3"]["round 2 choice"]
+    incumbent = recipes["round 2 choice"]
     stored = ResultsStore(NOTEBOOK.parent / "results").load("final seed 0")["config"]
     assert {**incumbent, "seed": 0, "tta": True} == stored  # round 2's choice, as its seeds were trained
-    assert all(re.fullmatch(r"[\w +-]+", ns["trial"](label, 0)[0]) for label in ns["ROUND3"])  # safe file names
+    assert all(re.fullmatch(r"[\w +-]+", air.trial(recipes, label, 0)[0]) for label in recipes)  # file names
+    assert air.trial(recipes, "round 2 choice", 2)[1]["seed"] == incumbent["seed"] + 2
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,3 +393,14 @@ def test_airbench_reads_the_same_pixels(raw, tmp_path):
     assert torch.equal(train["images"][123], raw["train_x"][123].permute(1, 2, 0))  # HWC, as torchvision's .data
     assert torch.equal(test["labels"], raw["test_y"]) and len(test["images"]) == 10000
     assert train["classes"] == list(H.CLASSES)
+
+
+def test_the_peer_table_is_written_from_a_recorded_result():
+    """run_peer's table path, driven from a result as run_peer records it (the GPU run itself needs CUDA): one
+    Markdown row with the peer's package, parameters, epochs, accuracy mean +- std, runs and seconds."""
+    result = {"peer": "airbench95", "package": "airbench 0.1.8", "trainable_params": 2_000_000, "epochs": 15.0,
+              "runs": [{"run": k, "seconds": 3.0, "test_acc": a} for k, a in enumerate((0.95, 0.951, 0.949))],
+              "test_acc_mean": 95.0, "test_acc_std": 0.1, "seconds_mean": 3.0}
+    table = report.markdown_table(exploration().peer_table(result)).splitlines()
+    assert table[0] == "| peer | trainable params | epochs | test acc (%) | runs | s per run (training) |"
+    assert table[2] == "| airbench95 (airbench 0.1.8) | 2,000,000 | 15 | 95.00 +- 0.10 | 3 | 3.0 |"

@@ -49,9 +49,9 @@ def test_the_estimate_counts_served_runs_and_multiplies_the_measured_rate(store,
             "o": Planned({**CONFIG, "epochs": 5}, tiny_net, 2000)}
     text = training_cost(runs, store, tiny, H.Engine.for_device("cpu"))
     # n and o: (10 x 1000 + 5 x 2000) images at 100 img/s = 200 s; one probe for the shared architecture
-    assert text.startswith(f"1 of 3 runs served from {store.root}/; 2 to train: about 3 min 20 s of training")
+    assert text.startswith(f"1 of 3 runs already in {store.root}/; 2 to train: about 3 min 20 s of training")
     assert "at batch 32: 100 img/s" in text and probed == [32]
     assert training_cost({"m": runs["m"]}, store, tiny, H.Engine.for_device("cpu")).endswith("nothing to train")
     # a run decided by earlier ones is not served while one of them still has to train
     decided = {"n": runs["n"], "m": Planned(CONFIG, tiny_net, 96, frozenset({"lr"}))}
-    assert training_cost(decided, store, tiny, H.Engine.for_device("cpu")).startswith("0 of 2 runs served")
+    assert training_cost(decided, store, tiny, H.Engine.for_device("cpu")).startswith("0 of 2 runs already in")

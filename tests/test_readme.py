@@ -39,3 +39,28 @@ def test_colab_badge_comes_from_the_repository_named_in_the_notebook(tmp_path):
         parameters["source"] = [re.sub(r"^REPOSITORY = .*$", f"REPOSITORY = {repository!r}", source, flags=re.M)]
         copy.write_text(json.dumps(notebook))
         assert expected in update_readme.colab_badge(copy)
+
+
+def test_readme_opens_with_the_results_and_stays_short():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, len(lines)
+    head = "\n".join(lines[:40])
+    for needed in ("| Model 6 (", "| Final model (", "96%: ", "90%: ", "![", "pip install -r requirements.txt",
+                   "python3 -m pytest -q tests"):
+        assert needed in head, needed
+
+
+def test_the_run_command_never_writes_over_the_committed_report():
+    text = (ROOT / "README.md").read_text()
+    runs = [line.split("papermill ", 1)[1].split() for line in text.splitlines() if "papermill mini_project" in line]
+    assert runs and all(run[1] != "mini_project.ipynb" for run in runs), runs  # (input, output, ...)
+    assert "python3 tools/render.py" in text
+
+
+def test_the_linked_pages_regenerate_from_the_files(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    for page, text in update_readme.pages().items():
+        assert (ROOT / page).read_text() == text, f"run: python3 tools/update_readme.py ({page})"
+    results = (ROOT / "documentation" / "results.md").read_text()
+    assert "Quick mode (CPU smoke test)" in results and "first sweep" in results.lower()
+    assert "#### Training speed on CPU" in (ROOT / "documentation" / "speed.md").read_text()

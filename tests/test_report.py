@@ -1,5 +1,6 @@
-"""The notebook reads like a finished report, on GitHub and as a PDF: code fits the page, tables are real
-tables, headings are numbered once, and "Results at a glance" is computed from the results store."""
+"""The notebook reads like a finished report, on GitHub and as a PDF: the sections a grader expects in order,
+code and prints that fit the page, real tables, headings numbered once, at most 20 pages, engineering left to
+README, and analysis numbers that are the stored runs' own."""
 import base64
 import json
 import re
@@ -10,14 +11,19 @@ import sys
 
 import pytest
 
+import helpers as H
 import report
-from store import ResultsStore, config_hash
-from conftest import NOTEBOOK, require
+from store import ResultsStore
+from conftest import NOTEBOOK, ROOT, require
 
 # The PDF export sets code in a box that holds 80 characters of its monospaced font (measured with
 # nbconvert 7 at 11 pt on a letter page); longer lines wrap with continuation marks.
 MAX_LINE = 80
 SIX = [f"model {i}" for i in range(1, 7)]
+SECTIONS = ["## Setup", "## Data", "## Models", "## Experiments", "## Results", "## Analysis", "## Going further",
+            "## Conclusion"]  # in this order, after the title and introduction
+ENGINEERING = [r"CUDA graph", r"atomic", r"\.corrupt", r"served", r"config hash", r"scaler", r"checkpoint",
+               r"\bstore\b", r"\bcard\b"]  # README's "How it works" explains these, not the report
 
 
 def notebook() -> dict:
@@ -67,20 +73,116 @@ def test_every_dataframe_output_carries_a_latex_table():
     assert not missing, f"{len(missing)} DataFrame outputs have no LaTeX table (report.report_tables())"
 
 
-def test_glance_sits_near_the_top_and_is_refreshed_by_the_last_cell():
+def markdown(nb: dict) -> list[str]:
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+def printed_lines(cell: dict) -> list[str]:
+    return [line for o in cell.get("outputs", []) if o["output_type"] == "stream"
+            for line in "".join(o["text"]).splitlines()]
+
+
+def test_the_report_has_the_sections_a_grader_expects_in_order():
+    headings = [line for text in markdown(notebook()) for line in text.splitlines() if line.startswith("## ")]
+    positions = [next(i for i, h in enumerate(headings) if h.startswith(section)) for section in SECTIONS]
+    assert positions == sorted(positions), headings
+    intro = markdown(notebook())[0]
+    for needed in ("90%", "Model 6", "final model", "validation", "Option 1", "Option 2"):
+        assert needed in intro, needed
+    analysis = [h for h in (line for text in markdown(notebook()) for line in text.splitlines())
+                if h.startswith("### ")]
+    for question in ("learning rate", "architecture", "L2", "schedule", "Overfitting", "errors"):
+        assert any(question in h for h in analysis), question
+
+
+def test_no_cell_prints_more_than_25_lines_or_a_line_wider_than_the_page():
+    cells = code_cells(notebook())
+    long = [(i, len(printed_lines(c))) for i, c in enumerate(cells) if len(printed_lines(c)) > 25]
+    assert not long, f"cells printing over 25 lines (index, lines): {long}"
+    wide = [line for c in cells for line in printed_lines(c) if len(line) > MAX_LINE]
+    assert not wide, wide
+
+
+def test_no_output_holds_a_raw_summary_or_an_injected_parameters_cell():
     nb = notebook()
-    code = code_cells(nb)
-    sources = ["".join(c["source"]) for c in code]
-    first = next(i for i, s in enumerate(sources) if 'display_id="glance"' in s)
-    assert "= display(report.results_at_a_glance(" in sources[first] and first <= 4
-    assert "update_display(report.results_at_a_glance(" in sources[-1] and 'display_id="glance"' in sources[-1]
-    shown = "".join("".join(o["data"]["text/plain"]) for o in code[first]["outputs"]
-                    if "text/plain" in o.get("data", {}))
-    assert "Full-scale results" in shown
-    printed = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
-                      for o in outputs(nb))
-    if "QUICK MODE" in printed:  # a quick-mode render says so at the top
-        assert "quick-mode smoke test" in shown
+    shown = ["".join(o.get("data", {}).get("text/plain", "")) + "".join(o.get("text", "")) for o in outputs(nb)]
+    raw = [text[:80] for text in shown if "config_hash" in text or "'diverged_epoch'" in text]
+    assert not raw, raw
+    assert not [c for c in code_cells(nb) if "injected-parameters" in c["metadata"].get("tags", [])]
+
+
+def test_engineering_stays_in_readme():
+    prose = "\n".join(markdown(notebook()))
+    found = [word for word in ENGINEERING if re.search(word, prose, re.IGNORECASE)]
+    assert not found, f"README's 'How it works' explains these, not the report: {found}"
+    assert "Round 3" not in prose and "AirResNet" not in "".join("".join(c["source"]) for c in code_cells(notebook()))
+
+
+def test_the_pdf_shows_the_code_that_defines_and_trains_the_models():
+    """Cells whose source the PDF leaves out (nbconvert honours "transient": {"remove_source": true}) only set up,
+    plot or tabulate: every model definition, the parameters, the counts and every training call stay visible."""
+    for cell in code_cells(notebook()):
+        source = "".join(cell["source"])
+        hidden = cell["metadata"].get("transient", {}).get("remove_source", False)
+        shown = {"model", "parameters"} & set(cell["metadata"].get("tags", [])) or re.search(
+            r"^(train|train_final|seeds = |tuning = )|run_experiment|params = ", source, re.M)
+        assert not (hidden and shown), source[:80]
+    (table1,) = [c for c in code_cells(notebook()) if "table1 = pd.DataFrame" in "".join(c["source"])]
+    assert "torchsummary_total" in "".join(table1["source"]) and "transient" not in table1["metadata"]
+
+
+def test_going_further_is_at_most_700_words():
+    texts = markdown(notebook())
+    start = next(i for i, t in enumerate(texts) if t.startswith("## Going further"))
+    end = next(i for i, t in enumerate(texts) if t.startswith("## Conclusion"))
+    words = sum(len(t.split()) for t in texts[start:end])
+    assert words <= 700, words
+
+
+def test_the_render_and_the_training_machines_are_told_apart():
+    plain = ["".join(o["data"]["text/plain"]) for o in outputs(notebook()) if "text/plain" in o.get("data", {})]
+    render = [t for t in plain if "this render" in t]
+    assert len(render) == 1 and "training step" not in render[0]  # no step kind beside the render's device
+    summaries = ResultsStore(ROOT / "results").summaries()
+    trained = [t for t in plain if "training step" in t and "runs" in t]
+    assert len(trained) == 1
+    assert re.search(rf"NVIDIA H200\s+bfloat16\s+cuda-graph\s+\S+\s+{len(summaries)}\b", trained[0]), trained[0]
+
+
+def committed_text() -> str:
+    """Everything the committed render printed, its wrapped lines joined."""
+    return " ".join(" ".join(printed_lines(c)) for c in code_cells(notebook())).replace("  ", " ")
+
+
+def test_the_analysis_numbers_are_the_stored_runs_own():
+    store = ResultsStore(ROOT / "results")
+    text = " ".join(committed_text().split())
+    six = store.history("model 6").iloc[-1]  # the final-epoch gap of Model 6, from its history
+    gap = report.training_dynamics(store, ["model 6"]).loc["model 6", "gap (points)"]
+    assert gap == pytest.approx(100 * (six["train_acc"] - six["val_acc"]), abs=0.005)
+    assert f"model 6: {100 * six['train_acc']:.2f}% against {100 * six['val_acc']:.2f}%" in text
+    five = store.history("model 5")
+    best = five.loc[five["val_acc"].idxmax()]
+    assert (f"model 5: best {100 * best['val_acc']:.2f}% at epoch {int(best['epoch'])}, final "
+            f"{100 * five['val_acc'].iloc[-1]:.2f}%") in text
+    # verdicts by two standard errors of the difference: 0.42 points between Options at lr 0.01 is noise
+    s = store.summaries()
+    va, vb = s["model 4"]["final_val_acc"], s["model 2"]["final_val_acc"]
+    assert 100 * H.difference_error(va, vb, 5000) == pytest.approx(0.55, abs=0.02)
+    assert f"model 4 {100 * va:.2f} vs model 2 {100 * vb:.2f}: +0.42 points = 0.8 SE, within noise" in text
+    # the choice of round 2 is one image in 5,000: said to be within noise; the target is said to be missed
+    assert re.search(r"Chosen on validation: 80 epochs \+ no weight averaging \(95\.90%\) against the runner-up, "
+                     r"80 epochs \(95\.88%\): \+0\.02 points = 0\.1 SE, within noise", text)
+    accs = [100 * s[f"final seed {k}"]["test_acc"] for k in range(3)]
+    mean = sum(accs) / 3
+    assert f"{mean:.2f}% mean test accuracy against the 96.00% target: missed by {96 - mean:.2f} points" in text
+
+
+def test_model_6_errors_name_the_most_confused_pair():
+    frames = ["".join(o["data"]["text/plain"]) for o in outputs(notebook()) if "text/plain" in o.get("data", {})]
+    pairs = [f for f in frames if "predicted as" in f]
+    assert len(pairs) == 1 and len(pairs[0].splitlines()) == 2 + 5  # header, index name, five pairs
+    assert re.search(r"Most confused: \w+ taken for \w+ \(\d+ images", committed_text())
 
 
 def png_width(output: dict) -> int:
@@ -117,6 +219,14 @@ def test_pdf_compiles(exported):
     assert (exported / "mini_project.pdf").read_bytes().startswith(b"%PDF")
 
 
+def test_pdf_has_at_most_20_pages(exported):
+    require(shutil.which("pdfinfo") is not None, "pdfinfo (poppler-utils) counts the PDF's pages")
+    info = subprocess.run(["pdfinfo", str(exported / "mini_project.pdf")], capture_output=True, text=True,
+                          check=True).stdout
+    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+    assert 0 < pages <= 20, pages
+
+
 def test_tables_are_real_tables_in_the_pdf(exported):
     tex = (exported / "mini_project.tex").read_text()
     nb = notebook()
@@ -138,70 +248,7 @@ def test_pdf_headings_are_numbered_once(exported):
                               capture_output=True, text=True, check=True).stdout
         twice = re.findall(r"^\s*\d+(?:\.\d+)*\s+\d+\.\s+[A-Z].*$", text, re.MULTILINE)
         assert not twice, twice
-        assert "Results at a glance" in text
-
-
-# --- Results at a glance ---------------------------------------------------------------------------------
-
-
-def summary(name: str, acc, seconds: float = 100.0, quick: bool = False, **extra) -> dict:
-    config = {"arch": "option2", "lr": 0.01, "weight_decay": 0.0, "schedule": "constant", "epochs": 100,
-              "quick": quick}
-    return {"name": name, "config": config, "config_hash": config_hash(config), "trainable_params": 4_977_226,
-            "epochs_completed": 100, "train_images": 45_000, "device": "NVIDIA H100 80GB HBM3",
-            "train_seconds": seconds, "test_acc": acc, "tta": name.startswith("final"), **extra}
-
-
-def fill_store(root):
-    store = ResultsStore(root)
-    history = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}]
-    for i, name in enumerate(SIX):
-        if name == "model 4":
-            store.save(name, summary(name, None, diverged=True, diverged_epoch=7), history)
-        else:
-            store.save(name, summary(name, 0.9 + i / 100), history)
-    for k, acc in enumerate([0.960, 0.962, 0.958]):
-        store.save(f"final seed {k}", summary(f"final seed {k}", acc, seconds=60.0), history)
-    ResultsStore(root / "quick").save("model 1", summary("model 1", 0.1, quick=True), history)
-    return store
-
-
-def glance(root, smoke_test: bool = False):
-    """Results at a glance with the notebook's names."""
-    return report.results_at_a_glance(root, SIX, "final seed", "Final model (FastResNet, Going further)",
-                                      smoke_test=smoke_test)
-
-
-def test_glance_says_pending_for_an_empty_store(tmp_path):
-    for quick in (False, True):
-        shown = glance(tmp_path / "results", smoke_test=quick)
-        for text in (shown.text, shown._repr_html_(), shown._repr_latex_()):
-            assert "Full-scale results: pending" in text
-            assert ("quick-mode smoke test" in text) == quick
-        assert not re.search(r"\d+\.\d\d", shown.text), "no number when nothing has run"
-
-
-def test_glance_shows_the_six_models_the_final_model_the_card_and_the_time(tmp_path):
-    fill_store(tmp_path)
-    shown = glance(tmp_path)
-    text = shown.text
-    assert "pending" not in text
-    for i, name in enumerate(SIX):
-        expected = "diverged at epoch 7" if name == "model 4" else f"{100 * (0.9 + i / 100):.2f}"
-        assert re.search(rf"{name}\s.*{re.escape(expected)}", text), (name, text)
-    assert "96.00 ± 0.20%" in text and "3 seeds" in text
-    assert "Card: NVIDIA H100 80GB HBM3" in text
-    assert "Total training time: 13 min 00 s over 9 runs" in text  # 6 x 100 s + 3 x 60 s; not quick
-    latex = shown._repr_latex_()
-    assert r"\begin{tabular}" in latex and r"96.00 $\pm$ 0.20\%" in latex
-    assert "<table" in shown._repr_html_()
-
-
-def test_glance_marks_missing_models_pending(tmp_path):
-    store = fill_store(tmp_path)
-    store.path("model 6", ".json").unlink()
-    text = glance(tmp_path).text
-    assert re.search(r"model 6\s.*pending", text)
+        assert "Conclusion" in text and "Going further" in text
 
 
 def test_latex_table_escapes_and_formats():
@@ -236,29 +283,3 @@ def test_latex_table_wraps_a_long_label_instead_of_shrinking():
     wrapped = rf">{{\raggedright\arraybackslash}}p{{{report.LATEX_WRAP // 2}em}}"
     assert rf"\begin{{tabular}}{{{wrapped}rl}}" in latex  # only the long column wraps
     assert report.latex_table(table.iloc[:1]).count("raggedright") == 0  # short labels stay one line
-
-
-def test_glance_is_refreshed_in_a_papermill_run(tmp_path):
-    """update_display from a later cell rewrites the glance output stored in the executed notebook."""
-    import nbformat
-
-    root = tmp_path / "results"
-    cells = [
-        "import sys\nsys.path.insert(0, %r)\nimport report\n"
-        "from IPython.display import display, update_display" % str(NOTEBOOK.parent),
-        f"glance = display(report.results_at_a_glance({str(root)!r}, {SIX!r}, 'final seed', 'Final model'), "
-        "display_id='glance')",
-        f"sys.path.insert(0, {str(NOTEBOOK.parent / 'tests')!r})\n"
-        f"import test_report\nfrom pathlib import Path\ntest_report.fill_store(Path({str(root)!r}))",
-        f"update_display(report.results_at_a_glance({str(root)!r}, {SIX!r}, 'final seed', 'Final model'), "
-        "display_id='glance')",
-    ]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "in.ipynb")
-    subprocess.run([sys.executable, "-m", "papermill", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"),
-                    "--cwd", str(tmp_path)], check=True, timeout=300, capture_output=True)
-    shown = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[1].outputs
-    assert len(shown) == 1
-    assert "Full-scale results (from" in shown[0]["data"]["text/plain"]
-    assert "96.00" in shown[0]["data"]["text/html"] and r"\begin{tabular}" in shown[0]["data"]["text/latex"]

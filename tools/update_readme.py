@@ -1,4 +1,5 @@
-"""Regenerate README.md's marked blocks (Colab badge, results, figures, benchmark) from the files on disk.
+"""Regenerate README.md's marked blocks (Colab badge, headline results) and the pages it links
+(documentation/results.md, documentation/speed.md) from the files on disk.
 
 Usage:   python3 tools/update_readme.py
 """
@@ -27,6 +28,8 @@ ROUND3_PREFIX = "final round 3 - "      # round 3 of the sweep: ROUND3_PREFIX + 
 SEED_PREFIX = "final seed"              # the final model's seeds: "final seed 0", ...
 NETWORKS = {"fast_resnet": "FastResNet", "air_resnet": "AirResNet"}  # the final model's network, by arch
 FIRST_SWEEP = "first-sweep"             # results/ subfolder: the first sweep, its chosen recipe and seeds, as run
+ORIGINAL_BAR = 90.0                     # %: the original project's test-accuracy bar, which Model 6 answers
+HEADLINE_FIGURE = "models 1-6 train and val acc.jpg"  # the figure README shows, from documentation/
 
 
 def sweep_text(summaries: dict[str, dict], intro: str, outcome: str) -> list[str]:
@@ -53,6 +56,39 @@ def exploration_table(path: str | Path) -> str | None:
     return (f"Exploration outside the notebook (`benchmarks/exploration.py`, `{path.parent.as_posix()}/`, on "
             f"{cards}), trained on the 45k split and scored on validation only, to plan the next "
             f"sweep; change against its first row:\n\n{report.markdown_table(report.sweep_table(runs))}")
+
+
+def headline(results_dir: str | Path = "results", notebook: str | Path = "mini_project.ipynb") -> str:
+    """README's headline: Model 6 against the original project's bar and the final model against its target
+    (the notebook's TARGET), from the full-scale store; 'pending' where a run has not landed."""
+    summaries = ResultsStore(results_dir).summaries()
+    target = H.notebook_namespace(notebook, ("parameters",))["TARGET"]
+    six = summaries.get(f"{MODEL_PREFIX}6")
+    seeds = [s for name, s in summaries.items() if name.startswith(SEED_PREFIX)]
+    tested, accs, _ = report.final_seeds({s["name"]: s for s in seeds}, "")
+    rows = ["| model | what it answers | trainable params | test accuracy | bar or target |", "|---|---|---|---|---|"]
+    if six and six.get("test_acc") is not None:
+        met = "met" if 100 * six["test_acc"] > ORIGINAL_BAR else "not met"
+        rows.append(f"| Model 6 ({report.recipe_text(six['config'])}, {six['epochs_completed']} epochs) | the "
+                    f"original plan's final model | {six['trainable_params']:,} | {100 * six['test_acc']:.2f}% "
+                    f"(1 run) | {ORIGINAL_BAR:.0f}%: {met} |")
+    else:
+        rows.append("| Model 6 | the original plan's final model | 4,977,226 | pending | |")
+    if tested:
+        mean, std = report.mean_and_std(accs)
+        first = tested[0]
+        status = report.target_line(tested, target).split(": ", 1)[1]
+        rows.append(f"| Final model ({NETWORKS.get(first['config']['arch'], first['config']['arch'])}, "
+                    f"{first['config']['epochs']} epochs) | this project's deliverable | "
+                    f"{first['trainable_params']:,} | {mean:.2f} ± {std:.2f}% ({H.count_text(len(tested), 'seed')}) "
+                    f"| {target:.0f}%: {status} |")
+    else:
+        rows.append(f"| Final model | this project's deliverable | | pending | {target:.0f}% |")
+    used = report.cards(summaries)
+    seconds = [s["train_seconds"] for s in tested]
+    note = (f"All {len(summaries)} stored runs were trained on {', '.join(used) or 'a card not recorded'}; the final "
+            f"model takes {sum(seconds) / len(seconds):.0f} s of training per seed there." if seconds else "")
+    return "\n".join(rows) + ("\n\n" + note if note else "")
 
 
 def readme_results(results_dir: str | Path = "results") -> str:
@@ -82,14 +118,16 @@ def readme_results(results_dir: str | Path = "results") -> str:
 
 
 def readme_figures(doc_dir: str | Path = "documentation") -> str:
-    """Markdown that shows the notebook's saved figures: full scale when there are any, else quick mode."""
+    """Markdown that shows the notebook's saved figures (full scale when there are any, else quick mode), linked
+    from a page inside `doc_dir`."""
     root = Path(doc_dir)
     folder = root if any(root.glob("*.jpg")) else root / "quick"
-    figures = sorted(folder.glob("model * and * val acc and loss.jpg")) + sorted(folder.glob("*.png"))
+    figures = sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png"))
     if not figures:
         return "No figures yet."
     label = "" if folder == root else "Quick mode (smoke test, not results): "
-    return "\n\n".join(f"{label}{p.stem}  \n![{p.stem}]({p.as_posix().replace(' ', '%20')})" for p in figures)
+    return "\n\n".join(f"{label}{p.stem}  \n![{p.stem}]({p.relative_to(root).as_posix().replace(' ', '%20')})"
+                         for p in figures)
 
 
 def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
@@ -133,12 +171,28 @@ def colab_badge(notebook: str | Path = "mini_project.ipynb") -> str:
     return f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
 
 
+def pages() -> dict[str, str]:
+    """The documentation pages README links, by path: every results table, and the speed tables with the peer."""
+    return {
+        "documentation/results.md": (
+            "# Results\n\nEvery table on this page is generated from `results/` by `python3 tools/update_readme.py`; "
+            "the notebook (`mini_project.ipynb`) shows the same runs with its analysis.\n\n"
+            f"{readme_results()}\n\n## Figures\n\nSaved by the notebook into `documentation/` (full scale) or "
+            f"`documentation/quick/` (quick mode).\n\n{readme_figures()}\n"),
+        "documentation/speed.md": (
+            "# Training speed and the peer\n\nGenerated from `benchmarks/results/` by `python3 "
+            "tools/update_readme.py`. `benchmarks/train_speed.py` times the engine against a usual DataLoader "
+            "loop; `benchmarks/exploration.py --peer` trains airbench95 (`airbench` 0.1.8; K. Jordan, arXiv "
+            "2404.00498) on the same card.\n\n## Training speed\n\n"
+            f"{readme_benchmarks()}\n\n## The peer: airbench95 on the same card\n\n{readme_peers()}\n"),
+    }
+
+
 def update_readme(readme: str | Path = "README.md") -> None:
     """Rewrite each `<!-- key:start -->` ... `<!-- key:end -->` block of README.md from the files on disk."""
     path = Path(readme)
     text = path.read_text()
-    for key, body in (("colab", colab_badge()), ("results", readme_results()), ("figures", readme_figures()),
-                      ("benchmark", readme_benchmarks()), ("peers", readme_peers())):
+    for key, body in (("colab", colab_badge()), ("headline", headline())):
         start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
         head, rest = text.split(start)
         _, tail = rest.split(end)
@@ -151,3 +205,5 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     os.chdir(ROOT)  # the blocks name their files relative to the repository root
     update_readme()
+    for page, text in pages().items():
+        Path(page).write_text(text)
