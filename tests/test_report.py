@@ -125,7 +125,7 @@ def test_the_pdf_shows_the_code_that_defines_and_trains_the_models():
         source = "".join(cell["source"])
         hidden = cell["metadata"].get("transient", {}).get("remove_source", False)
         shown = {"model", "parameters"} & set(cell["metadata"].get("tags", [])) or re.search(
-            r"^(train|train_final|seeds = |tuning = )|run_experiment|params = ", source, re.M)
+            r"^(train|train_final|seeds = |tuning = |params = )|run_experiment", source, re.M)
         assert not (hidden and shown), source[:80]
     (table1,) = [c for c in code_cells(notebook()) if "table1 = pd.DataFrame" in "".join(c["source"])]
     assert "torchsummary_total" in "".join(table1["source"]) and "transient" not in table1["metadata"]
