@@ -1,5 +1,6 @@
 """The notebook: runs top to bottom in quick mode, writes its figures and tables, and exports cleanly."""
 import json
+import pickle
 import re
 import shutil
 import subprocess
@@ -31,11 +32,18 @@ def printed(path) -> list[str]:
             for line in "".join(o["text"]).splitlines()]
 
 
+HIDDEN = 40  # test images in the hidden set that the quick run classifies (PREDICT)
+
+
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory, data_dir):
-    """The notebook run top to bottom in quick mode, in a temporary folder."""
+def executed(tmp_path_factory, data_dir, raw):
+    """The notebook run top to bottom in quick mode, in a temporary folder, with a hidden test set to classify
+    (the 2025 layout: channel-last images and ids)."""
     out = tmp_path_factory.mktemp("run")
-    run_quick(NOTEBOOK, out / "run.ipynb", out, data_dir, timeout=1500)
+    images = raw["test_x"][:HIDDEN].permute(0, 2, 3, 1).numpy()
+    hidden = out / "cifar_test_nolabel.pkl"
+    hidden.write_bytes(pickle.dumps({b"data": images, b"ids": list(range(HIDDEN, 0, -1))}))
+    run_quick(NOTEBOOK, out / "run.ipynb", out, data_dir, 1500, "-p", "PREDICT", str(hidden))
     return out
 
 
@@ -103,6 +111,23 @@ def test_quick_run_writes_figures_tables_and_results(executed):
     assert reference["trainable_params"] == 11_173_962 and reference["test_acc"] is not None
     flat = " ".join(text.split())  # the answers wrap at 80 characters
     assert re.search(r"7\. ResNet-18 under Model 6's recipe: reference ResNet-18 [\d.]+ vs model 6 [\d.]+: ", flat)
+
+
+def test_predict_writes_the_final_models_csv_as_the_command_does(executed, data_dir):
+    """PREDICT: the last section classifies the hidden set with the reloaded final model, as tools/predict.py
+    does with the same stored weights."""
+    from tools import predict as cli
+
+    written = (executed / "results" / "quick" / "predictions.csv").read_text()
+    header, *rows = [line.split(",") for line in written.splitlines()]
+    assert header == ["ID", "Labels"] and [int(i) for i, _ in rows] == list(range(HIDDEN, 0, -1))
+    assert {int(label) for _, label in rows} <= set(range(10))
+    command = executed / "command.csv"
+    cli.main([str(executed / "cifar_test_nolabel.pkl"), "--out", str(command), "--data-dir", str(data_dir),
+              "--results", str(executed / "results" / "quick"), "--model", "final seed 0"])
+    assert command.read_text() == written
+    assert any(line.startswith(f"{HIDDEN} images (N x 32 x 32 x 3, channel-last) from")
+               for line in printed(executed / "run.ipynb"))
 
 
 def test_rerun_with_complete_results_serves_them(executed, data_dir):

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import helpers as H
 from store import ResultsStore
-from conftest import interrupt_after_two_epochs, tiny_net
+from conftest import RunsCode, interrupt_after_two_epochs, tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -172,16 +172,6 @@ def test_a_checkpoint_of_another_model_is_set_aside_and_the_run_starts_afresh(ti
     assert summary["epochs_completed"] == 3
     a, b = straight.history("m"), store.history("m")
     assert a["train_loss"].tolist() == pytest.approx(b["train_loss"].tolist(), rel=1e-5)  # afresh: the same run
-
-
-class RunsCode:
-    """What a tampered checkpoint could hold: unpickling it calls Path.touch (any function would do)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return Path.touch, (self.marker,)
 
 
 def test_a_checkpoint_that_would_run_code_is_never_unpickled(tiny, tmp_path):

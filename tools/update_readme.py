@@ -139,6 +139,14 @@ def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
     return "\n\n".join(tables)
 
 
+def prediction_speed(folder: str | Path = "benchmarks/results") -> str:
+    """The tables that benchmarks/predict_speed.py wrote, one per device."""
+    files = sorted(Path(folder).glob("predict_speed_*.md"))
+    if not files:
+        return "**Pending.** `benchmarks/predict_speed.py` has not run yet; nothing is estimated."
+    return "\n\n".join(p.read_text().replace("# Prediction speed", "#### Prediction speed").strip() for p in files)
+
+
 def readme_peers(folder: str | Path = "benchmarks/results", results_dir: str | Path = "results") -> str:
     """The peer runs that benchmarks/exploration.py --peer wrote, one table per card, each followed by this
     project's final model on the same card (from the results store)."""
@@ -172,7 +180,8 @@ def colab_badge(notebook: str | Path = "mini_project.ipynb") -> str:
 
 
 def pages() -> dict[str, str]:
-    """The documentation pages README links, by path: every results table, and the speed tables with the peer."""
+    """The documentation pages README links, by path: every results table; the speed tables, the peer, and the
+    prediction speed."""
     return {
         "documentation/results.md": (
             "# Results\n\nEvery table on this page is generated from `results/` by `python3 tools/update_readme.py`; "
@@ -184,7 +193,9 @@ def pages() -> dict[str, str]:
             "tools/update_readme.py`. `benchmarks/train_speed.py` times the engine against a usual DataLoader "
             "loop; `benchmarks/exploration.py --peer` trains airbench95 (`airbench` 0.1.8; K. Jordan, arXiv "
             "2404.00498) on the same card.\n\n## Training speed\n\n"
-            f"{readme_benchmarks()}\n\n## The peer: airbench95 on the same card\n\n{readme_peers()}\n"),
+            f"{readme_benchmarks()}\n\n## The peer: airbench95 on the same card\n\n{readme_peers()}\n\n"
+            "## Prediction speed\n\n`benchmarks/predict_speed.py` times `tools/predict.py`'s path on the "
+            f"stored models with weights.\n\n{prediction_speed()}\n"),
     }
 
 
