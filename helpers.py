@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import os
 import platform
 import random
@@ -28,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import safe_pickle
+from checks import BadInput, positive, shown, whole, writable_folder
 from cuda_graph import CHECK_STEPS, CapturedStep, checked_capture
 from store import ResultsStore, atomic_write, config_hash, load_weights, quarantine, save_weights
 
@@ -62,8 +64,48 @@ WHITENING_IMAGES = 5000        # training images whose 2x2 patches set a whiteni
 EVAL_BATCH = 1024              # images per evaluation batch
 
 
+REQUIRED = {"epochs": "passes over the training images", "lr": "the peak learning rate",
+            "batch_size": "images per step", "seed": "weights, data order and augmentation"}
+DESCRIBED = {"arch": "the architecture's name", "widths": "channels per stage", "blocks": "blocks per stage",
+             "tta": "whether the run is tested with test-time views", "quick": "whether it ran in quick mode"}
+KNOWN = {**REQUIRED, **DEFAULTS, **DESCRIBED}  # every key a configuration may hold: the others are typos
+
+
+def check_keys(config: dict, run: str = "a run") -> None:
+    """Refuse a configuration with a key outside KNOWN (a misspelt key would be replaced by its default and
+    hashed as another experiment) or without a REQUIRED one, naming the keys it takes."""
+    unknown, missing = sorted(set(config) - set(KNOWN)), sorted(set(REQUIRED) - set(config))
+    if unknown or missing:
+        fault = f"unknown key {', '.join(map(repr, unknown))}" if unknown else f"no {', '.join(missing)}"
+        raise BadInput(f"{run}: the configuration has {fault}; the keys it takes: {', '.join(KNOWN)}")
+
+
+def check_config(config: dict, run: str = "a run") -> None:
+    """`check_keys`, then the values that a run hashes and trains with: whole epochs, batch size and seed,
+    a positive learning rate, and each DEFAULTS key of its default's type (True for a bool, a number...)."""
+    check_keys(config, run)
+    whole(f"{run}: config 'epochs'", config["epochs"])
+    whole(f"{run}: config 'batch_size'", config["batch_size"])
+    whole(f"{run}: config 'seed'", config["seed"], least=0)
+    positive(f"{run}: config 'lr'", config["lr"])
+    for key, default in DEFAULTS.items():
+        if not same_kind(config.get(key, default), default):
+            raise BadInput(f"{run}: config {key!r} must be of type {type(default).__name__}, like its default "
+                           f"{default!r}, not {shown(config[key])}")
+
+
+def same_kind(value, default) -> bool:
+    """Whether `value` can stand where `default` does: a bool for a bool, an int for an int (not True), any
+    real number for a float, a string for a string."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    kind = {int: numbers.Integral, float: numbers.Real}.get(type(default), type(default))
+    return isinstance(value, kind)
+
+
 def with_defaults(config: dict) -> dict:
-    """The configuration with DEFAULTS filled in; the stored config (and its hash) stays as given."""
+    """The configuration (`check_keys`) with DEFAULTS filled in; the stored config (and its hash) stays as given."""
+    check_keys(config)
     return {**DEFAULTS, **config}
 
 
@@ -112,10 +154,53 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 QUICK_SUBSET = {"train": 256, "val": 128, "test": 128}  # images per split in quick mode: a smoke test
 
 
+BATCH_IMAGES = 10_000  # images in each of CIFAR-10's six batch files
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch file as (uint8 images (10000, 3, 32, 32), int64 labels 0-9), checked against the format
+    (a dict of 10,000 uint8 rows of 3,072 pixels and 10,000 labels); anything else raises BadInput naming the file."""
+    fix = (f"delete the folder {path.parent} so that torchvision downloads it again, or point DATA_DIR at a good "
+           f"copy of CIFAR-10 (the python version)")
+    if not path.is_file():
+        raise BadInput(f"{path} is missing: {path.parent} holds only part of CIFAR-10; {fix}")
+    try:  # the pickles themselves: torchvision's md5 check refuses re-encoded copies
+        batch = safe_pickle.load(path)  # plain data: a planted pickle runs nothing
+    except BadInput:
+        raise
+    except Exception as error:  # noqa: BLE001 - truncated, random bytes, another format: all the same fault
+        raise BadInput(f"{path} is not a readable pickle ({type(error).__name__}: {error}); {fix}") from None
+    batch = safe_pickle.text_keys(batch) if isinstance(batch, dict) else batch
+    if not isinstance(batch, dict) or not {"data", "labels"} <= set(batch):
+        found = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
+        raise BadInput(f"{path} is not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {found}; "
+                       f"{fix}")
+    images, labels = batch["data"], np.asarray(batch["labels"])
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        kind = images.dtype if isinstance(images, np.ndarray) else type(images).__name__
+        raise BadInput(f"{path}: the pixels are {kind}, not uint8 (0-255); read as uint8 they would be a "
+                       f"different image set; {fix}")
+    if images.shape != (BATCH_IMAGES, 3 * 32 * 32):
+        raise BadInput(f"{path}: images of shape {images.shape}, expected {(BATCH_IMAGES, 3 * 32 * 32)} "
+                       f"({BATCH_IMAGES:,} rows of 3x32x32 pixels); {fix}")
+    if labels.shape != (BATCH_IMAGES,) or labels.dtype.kind not in "iu":
+        what = f"{labels.size:,} labels" if labels.dtype.kind in "iu" else f"labels of type {labels.dtype}"
+        raise BadInput(f"{path}: {what} for {BATCH_IMAGES:,} images; expected one integer label per image; {fix}")
+    outside = labels[(labels < 0) | (labels >= len(CLASSES))]
+    if outside.size:
+        raise BadInput(f"{path}: {count_text(outside.size, 'label')} outside 0-{len(CLASSES) - 1} (such as "
+                       f"{outside[0]}); CIFAR-10 has {len(CLASSES)} classes; {fix}")
+    return images.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
 def load_cifar10(data_dir: str | Path, download: bool = True) -> dict[str, torch.Tensor]:
     """CIFAR-10 as uint8 tensors: train_x (50000,3,32,32), train_y, test_x (10000,3,32,32), test_y. Reads
-    `data_dir/cifar-10-batches-py` when it exists, else torchvision downloads it there first."""
+    `data_dir/cifar-10-batches-py` when it exists (each file checked, `read_batch`), else torchvision downloads it."""
     folder = Path(data_dir) / CIFAR_FOLDER
+    for path in (Path(data_dir), folder):
+        if path.exists() and not path.is_dir():
+            raise BadInput(f"DATA_DIR: {str(path)!r} is a file, not a folder; point DATA_DIR at the folder that "
+                           f"holds (or is to receive) {CIFAR_FOLDER}/")
     if not folder.is_dir():
         if not download:
             raise FileNotFoundError(f"{folder} does not exist and download=False")
@@ -132,12 +217,8 @@ def load_cifar10(data_dir: str | Path, download: bool = True) -> dict[str, torch
             ) from error
 
     def read(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for name in names:  # the pickles themselves: torchvision's md5 check refuses re-encoded copies
-            batch = safe_pickle.text_keys(safe_pickle.load(folder / name))  # plain data: a planted pickle runs nothing
-            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch["labels"], dtype=np.int64))
-        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+        batches = [read_batch(folder / name) for name in names]
+        return tuple(torch.from_numpy(np.concatenate(arrays)) for arrays in zip(*batches))
 
     train_x, train_y = read([f"data_batch_{i}" for i in range(1, 6)])
     test_x, test_y = read(["test_batch"])
@@ -999,10 +1080,12 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     """Train one configuration on `train_split`, scored on validation each epoch (on the 45k split) and tested
     once at the end (`evaluate_test`), and return its summary; a complete stored result is served instead, an
     interrupted one resumed. `keep_weights` saves the final weights (fp16) and evaluates them as saved."""
-    stored = store.complete(name, config, needs_weights=keep_weights)
+    check_config(config, name)  # a typo or a string where a number belongs stops here, before any epoch
+    stored = store.complete(name, config, build_model if keep_weights else None)
     if stored is not None:
         replay_log(name, *stored, store.root, log_every)
         return stored[0]
+    writable_folder(store.root, "the results folder")  # a folder that cannot take the result stops it untrained
     digest = config_hash(config)
     checkpoint = store.checkpoint(f"{name}-{digest}")
     set_seed(config["seed"])

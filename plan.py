@@ -29,7 +29,8 @@ def served(store: ResultsStore, name: str, planned: Planned) -> bool:
         return False
     if any(summary["config"][k] != v for k, v in planned.config.items() if k not in planned.decided):
         return False
-    return store.complete(name, summary["config"]) is not None
+    weights = store.path(name, ".pt")  # checked as the run's own serving checks them: they load
+    return store.complete(name, summary["config"], planned.build if weights.exists() else None) is not None
 
 
 def training_rate(build: Callable[[], nn.Module], config: dict, data: H.Data, engine: H.Engine,
@@ -55,6 +56,7 @@ def training_cost(plan: dict[str, Planned], store: ResultsStore, data: H.Data, e
     of each of their architectures (`training_rate`); a run with `decided` keys is served only after its deciders."""
     left, rates, seconds = [], {}, 0.0
     for name, planned in plan.items():
+        H.check_keys(planned.config, name)  # a misspelt key stops the plan, before anything trains
         if served(store, name, planned) and not (planned.decided and left):
             continue
         left.append(name)

@@ -25,6 +25,7 @@ import torch.nn as nn
 
 import helpers as H
 import safe_pickle
+from checks import BadInput
 from store import ResultsStore, atomic_write, load_weights
 
 NOTEBOOK = Path(__file__).resolve().parent / "mini_project.ipynb"
@@ -34,10 +35,6 @@ DEFAULT_MODEL = "final seed 0"  # the final model's shipped weights
 # which cell keeps a run's weights, for the message when they are missing
 KEEPS_WEIGHTS = {"model 6": "the Experiments cell's train() keeps them (keep_weights=name == \"model 6\")",
                  "final seed 0": "the final model's cell keeps them (keep_weights=k == 0)"}
-
-
-class BadInput(ValueError):
-    """Input that cannot be predicted: the message names the file, what was found and the fix."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -183,7 +180,11 @@ def stored_model(store: ResultsStore, name: str, namespace: dict) -> tuple[nn.Mo
                        f"Choose one of {with_weights}, or train it with keep_weights=True "
                        f"(helpers.run_experiment; {keeps})")
     summary = summaries[name]
-    return load_weights(network_for(summary["config"], namespace), weights), summary
+    try:
+        return load_weights(network_for(summary["config"], namespace), weights), summary
+    except Exception as error:  # noqa: BLE001 - garbage, cut short, another architecture: the same fault
+        raise BadInput(f"{weights} does not load into {name!r}'s network ({type(error).__name__}: "
+                       f"{str(error)[:160]}); a Run all sets it aside and trains the run again") from None
 
 
 def accuracy_text(summary: dict) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from checks import BadInput
+
 # (module, name) pairs a plain data pickle may import; numpy 2 writes numpy._core, numpy 1 and Python 2 numpy.core
 ALLOWED = {
     *((core, name) for core in ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -23,7 +25,7 @@ ALLOWED = {
 }
 
 
-class NotPlainData(pickle.UnpicklingError):
+class NotPlainData(BadInput, pickle.UnpicklingError):
     """A pickle that names a callable outside ALLOWED: it could run code, so it was not loaded."""
 
 

@@ -6,20 +6,27 @@
     {root}/summary.json          all summaries together
     {root}/checkpoints/{name}.pt checkpoint while training (not committed)
 
-A file that cannot be read is moved aside (`.corrupt`) with a warning and treated as missing, so that its
-experiment is trained again, never silently skipped.
+A run is served only when it is whole: a summary with every field of its type (SUMMARY_FIELDS), a history
+that agrees with it and, where it keeps them, weights that load into its architecture. A file that fails is moved
+aside (`.corrupt`) with one warning and treated as missing, so that its run is trained again, never silently
+skipped and never a bare exception. `ResultsStore.open` proves the folder writable before anything trains.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
+
+from checks import writable_folder
 
 # ---------------------------------------------------------------------------------------------------
 # 1. Files
@@ -45,10 +52,46 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
 
 
 def quarantine(path: Path, reason: str) -> None:
-    """Move an unreadable file aside to `<name>.corrupt` (kept for inspection) with one warning."""
+    """Move an unreadable file aside to `<name>.corrupt` (kept for inspection) with one warning; a file that
+    another process moved first is left to it."""
     aside = path.with_name(path.name + ".corrupt")
-    os.replace(path, aside)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # two Run alls found the same file: the first one set it aside and warned
+        return
     warnings.warn(f"{path}: {reason}; moved aside to {aside.name}", stacklevel=3)
+
+
+PARTIAL = re.compile(r"^\..+\.partial-(\d+)(\.[^.]*)?$")  # `atomic_write`'s temporary files, by writer's pid
+STALE_SECONDS = 60  # a temporary file lives for one write: one this old whose writer is gone is a leftover
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, under another user
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Remove the temporary files of writes killed half-way (`atomic_write`): their process is gone and they
+    are older than STALE_SECONDS (a results folder synced from another machine may be mid-write). Returns them."""
+    removed = []
+    for path in [*folder.glob(".*.partial-*"), *folder.glob("checkpoints/.*.partial-*")]:
+        match = PARTIAL.match(path.name)
+        if match is None or int(match[1]) == os.getpid() or process_alive(int(match[1])):
+            continue
+        try:
+            if time.time() - path.stat().st_mtime >= STALE_SECONDS:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # removed by another process meanwhile
+            pass
+    return removed
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -59,15 +102,70 @@ def save_weights(model: nn.Module, path: Path) -> None:
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    """Load fp16 weights saved by `save_weights` into `model` (in the model's own dtype)."""
+    """Load fp16 weights saved by `save_weights` into `model` (in the model's own dtype); weights of another
+    architecture raise ValueError naming the tensors that differ."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     reference = model.state_dict()
+    if not isinstance(state, dict) or set(state) != set(reference):
+        found = set(state) if isinstance(state, dict) else set()
+        missing, unexpected = sorted(set(reference) - found), sorted(found - set(reference))
+        raise ValueError(f"{path} holds weights of another architecture: {len(missing)} of this model's "
+                         f"{len(reference)} tensors missing {missing[:2]}, {len(unexpected)} unexpected "
+                         f"{unexpected[:2]}")
+    shapes = [k for k, v in state.items() if v.shape != reference[k].shape]
+    if shapes:
+        raise ValueError(f"{path} holds weights of another architecture: {len(shapes)} tensors of another shape, "
+                         f"such as {shapes[0]} {tuple(state[shapes[0]].shape)} against "
+                         f"{tuple(reference[shapes[0]].shape)}")
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model
 
 
 # ---------------------------------------------------------------------------------------------------
-# 2. The store
+# 2. What a whole run holds
+# ---------------------------------------------------------------------------------------------------
+
+NUMBER, MAYBE = (int, float), (int, float, type(None))
+SUMMARY_FIELDS = {  # every field a served summary is read for, and its types
+    "name": (str,), "config": (dict,), "config_hash": (str,), "trainable_params": (int,),
+    "epochs_completed": (int,), "train_images": (int,), "device": (str,), "precision": (str,), "path": (str,),
+    "torch": (str,), "date": (str,), "train_seconds": NUMBER, "final_train_acc": MAYBE, "diverged": (bool,),
+    "diverged_epoch": (int, type(None)),
+}
+SCORES = {"best_val_acc": MAYBE, "final_val_acc": MAYBE, "final_val_acc_tta": MAYBE, "test_acc": MAYBE,
+          "test_loss": MAYBE, "tta": (bool,)}  # present when measured
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "seconds")
+
+
+def summary_fault(summary) -> str | None:
+    """What makes `summary` unfit to serve (a missing field, a field of the wrong type), or None."""
+    if not isinstance(summary, dict):
+        return f"not a summary (a JSON {type(summary).__name__})"
+    for key, kinds in {**SUMMARY_FIELDS, **SCORES}.items():
+        if key not in summary:
+            if key in SUMMARY_FIELDS:
+                return f"no {key!r}"
+        elif not isinstance(summary[key], kinds) or (isinstance(summary[key], bool) and bool not in kinds):
+            return f"{key!r} is {summary[key]!r}, not of type {' or '.join(k.__name__ for k in kinds)}"
+    return None
+
+
+def history_fault(history, summary: dict) -> str | None:
+    """Where a history disagrees with its summary (epochs, the last epoch's accuracies, the time), or None."""
+    if len(history) != summary["epochs_completed"]:
+        return f"{len(history)} epochs against the summary's {summary['epochs_completed']}"
+    last = history.iloc[-1]
+    pairs = [("train_acc", "final_train_acc", 1e-9), ("seconds", "train_seconds", 0.01)]
+    if "val_acc" in history and summary.get("final_val_acc") is not None:
+        pairs.append(("val_acc", "final_val_acc", 1e-9))
+    for column, key, tolerance in pairs:
+        if summary[key] is not None and not math.isclose(last[column], summary[key], abs_tol=tolerance):
+            return f"the last epoch's {column} {last[column]!r} against the summary's {key} {summary[key]!r}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. The store
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -77,6 +175,14 @@ class ResultsStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    @classmethod
+    def open(cls, root: str | Path, name: str = "RESULTS_DIR") -> "ResultsStore":
+        """The store of a run that will write: `root` proven writable (`checks.writable_folder`, or BadInput
+        naming it as `name`), and the temporary files of killed writes removed (`remove_stale_partials`)."""
+        store = cls(writable_folder(root, name))
+        remove_stale_partials(store.root)
+        return store
+
     def path(self, name: str, suffix: str) -> Path:
         return self.root / f"{name}{suffix}"
 
@@ -84,18 +190,20 @@ class ResultsStore:
         return self.root / "checkpoints" / f"{name}.pt"
 
     def load(self, name: str) -> dict | None:
-        """The summary of `name`, or None when it is missing or unreadable."""
+        """The summary of `name`, or None when it is missing or unfit to serve (`summary_fault`)."""
         path = self.path(name, ".json")
         if not path.exists():
             return None
         try:
             summary = json.loads(path.read_text())
-            if not isinstance(summary, dict) or "config_hash" not in summary:
-                raise ValueError("not a summary")
-            return summary
         except (ValueError, UnicodeDecodeError) as error:
-            quarantine(path, f"summary unreadable ({type(error).__name__}); the experiment will be retrained")
-            return None
+            fault = f"unreadable ({type(error).__name__})"
+        else:
+            fault = summary_fault(summary)
+            if fault is None:
+                return summary
+        quarantine(path, f"summary {fault}; the experiment will be retrained")
+        return None
 
     def history(self, name: str):
         """The per-epoch history as a DataFrame, or None when it is missing or unreadable (cut short)."""
@@ -109,23 +217,39 @@ class ResultsStore:
             epochs = history["epoch"].tolist()
             if epochs != list(range(1, len(history) + 1)) or history[["lr", "seconds"]].isna().any().any():
                 raise ValueError("incomplete rows")
+            history[list(HISTORY_COLUMNS)].astype(float)  # every column there, and numbers
             return history
         except (ValueError, KeyError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors
             quarantine(path, f"history unreadable ({type(error).__name__}); the experiment will be retrained")
             return None
 
-    def complete(self, name: str, config: dict, needs_weights: bool = False):
-        """(summary, history) when a finished (or diverged) result exists for exactly this configuration, with
-        its whole history (and its weights, with `needs_weights`); None otherwise."""
+    def complete(self, name: str, config: dict, build: Callable[[], nn.Module] | None = None):
+        """(summary, history) when a whole finished (or diverged) result exists for exactly this configuration:
+        its history agrees with its summary and, with `build`, its weights load into `build()`. None otherwise,
+        with a part that fails set aside (`quarantine`)."""
         summary = self.load(name)
         if summary is None or summary["config_hash"] != config_hash(config):
             return None
         if summary["epochs_completed"] != config["epochs"] and not summary.get("diverged"):
             return None
         history = self.history(name)
-        if (history is None or len(history) != summary["epochs_completed"]
-                or (needs_weights and not summary.get("diverged") and not self.path(name, ".pt").exists())):
+        if history is None:
             return None
+        fault = history_fault(history, summary)
+        if fault is not None:
+            quarantine(self.path(name, ".csv"), f"history disagrees with its summary ({fault}); the experiment "
+                                                f"will be retrained")
+            return None
+        if build is not None and not summary["diverged"]:
+            weights = self.path(name, ".pt")
+            if not weights.exists():
+                return None
+            try:
+                load_weights(build(), weights)
+            except Exception as error:  # noqa: BLE001 - garbage, cut short, another architecture: retrain
+                quarantine(weights, f"weights do not load into the run's architecture ({type(error).__name__}: "
+                                    f"{str(error)[:160]}); the experiment will be retrained")
+                return None
         return summary, history
 
     def save(self, name: str, summary: dict, history: list[dict]) -> None:

@@ -202,11 +202,12 @@ def main() -> None:
     recipes = round3.recipes(ns)
     if args.round == 3:
         default = ROOT / "results" / ("quick" if args.quick else "")
-        store = ResultsStore(args.out or default)
+        store = ResultsStore.open(args.out or default, "--out")
         seeds = args.seeds
         runs = dict(round3.trial(recipes, label, k) for label in recipes for k in range(seeds))
     else:
-        store = ResultsStore(args.out or ROOT / "results" / ("exploration" if args.round == 1 else "exploration-2"))
+        store = ResultsStore.open(args.out or ROOT / "results" / ("exploration" if args.round == 1
+                                                                  else "exploration-2"), "--out")
         runs = ROUND_1 if args.round == 1 else ROUND_2
     data = H.prepare_data(args.data_dir, n_val=5000, seed=0, subset=H.QUICK_SUBSET if args.quick else None)
     if args.estimate:

@@ -11,12 +11,12 @@ import helpers as H
 from conftest import NOTEBOOK, ROOT
 
 # each module and the project modules it may import: a DAG with helpers' training loop at its centre
-ALLOWED = {"store": set(), "cuda_graph": set(), "safe_pickle": set(),
-           "helpers": {"store", "cuda_graph", "safe_pickle"}, "plan": {"helpers", "store"},
+ALLOWED = {"checks": set(), "store": {"checks"}, "cuda_graph": set(), "safe_pickle": {"checks"},
+           "helpers": {"checks", "store", "cuda_graph", "safe_pickle"}, "plan": {"helpers", "store"},
            "report": {"helpers", "store"},
-           "predictions": {"helpers", "safe_pickle", "store", "round3"},
+           "predictions": {"checks", "helpers", "safe_pickle", "store", "round3"},
            "tools/update_readme": {"helpers", "report", "store"}, "tools/render": {"store"},
-           "tools/predict": {"helpers", "predictions", "safe_pickle", "store"}, "benchmarks/round3": {"helpers"}}
+           "tools/predict": {"checks", "helpers", "predictions", "store"}, "benchmarks/round3": {"helpers"}}
 
 
 def project_imports(module: str) -> set[str]:

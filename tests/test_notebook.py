@@ -55,6 +55,8 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(executed):
     text = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
                    for c in notebook["cells"] for o in c.get("outputs", []))
     assert "QUICK MODE" in text and "7. ResNet-18 under Model 6's recipe" in text  # the conclusion's last answer
+    said = " ".join(" ".join(printed(executed / "run.ipynb")).split())  # the banner, unwrapped
+    assert "it overrides EPOCHS=100, FINAL_EPOCHS=40 with EPOCHS=2, FINAL_EPOCHS=1 and keeps its results in" in said
     # two machine tables: the one that rendered (Setup) and the ones that trained the stored runs (the end)
     tables = ["".join(o["data"]["text/plain"]) for c in notebook["cells"] for o in c.get("outputs", [])
               if "text/plain" in o.get("data", {})]

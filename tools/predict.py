@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository roo
 
 import helpers as H  # noqa: E402
 import predictions as P  # noqa: E402
-from safe_pickle import NotPlainData  # noqa: E402
+from checks import BadInput  # noqa: E402
 from store import ResultsStore  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         if args.device == "cuda" and not torch.cuda.is_available():
-            raise P.BadInput("--device cuda: this machine has no CUDA device; use --device cpu (or leave it out)")
+            raise BadInput("--device cuda: this machine has no CUDA device; use --device cpu (or leave it out)")
         model, summary = P.stored_model(ResultsStore(args.results), args.model, H.notebook_namespace(P.NOTEBOOK))
         images = P.read_images(args.input)  # every check of the input before the data and the model are prepared
         data = H.prepare_data(args.data_dir)  # the 45k split whose statistics normalised the training
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         tta = summary["config"].get("tta", False) and not args.no_tta
         print(f"model: {args.model} from {args.results}/ ({P.accuracy_text(summary)})")
         P.write_predictions(images, args.out, engine.prepare(model), summary["config"], data, engine, tta)
-    except (P.BadInput, NotPlainData) as error:
+    except BadInput as error:  # bad input, a data folder that fails its checks, a pickle that is not plain data
         raise SystemExit(f"error: {error}") from None
 
 
