@@ -29,8 +29,10 @@ def served(store: ResultsStore, name: str, planned: Planned) -> bool:
         return False
     if any(summary["config"][k] != v for k, v in planned.config.items() if k not in planned.decided):
         return False
-    weights = store.path(name, ".pt")  # checked as the run's own serving checks them: they load
-    return store.complete(name, summary["config"], planned.build if weights.exists() else None) is not None
+    # weights are loaded as the run's own serving loads them; with `decided` keys, `build` makes the stand-in's
+    # network (maybe another architecture), so the run itself checks its weights when it is served
+    check = planned.build if store.path(name, ".pt").exists() and not planned.decided else None
+    return store.complete(name, summary["config"], check) is not None
 
 
 def training_rate(build: Callable[[], nn.Module], config: dict, data: H.Data, engine: H.Engine,

@@ -183,8 +183,9 @@ def stored_model(store: ResultsStore, name: str, namespace: dict) -> tuple[nn.Mo
     try:
         return load_weights(network_for(summary["config"], namespace), weights), summary
     except Exception as error:  # noqa: BLE001 - garbage, cut short, another architecture: the same fault
-        raise BadInput(f"{weights} does not load into {name!r}'s network ({type(error).__name__}: "
-                       f"{str(error)[:160]}); a Run all sets it aside and trains the run again") from None
+        first = str(error).split(". ")[0].splitlines()[0]  # the cause, not torch's advice that follows
+        raise BadInput(f"{weights} does not load into the network of {name!r} ({type(error).__name__}: "
+                       f"{first}); a Run all sets it aside and trains the run again") from None
 
 
 def accuracy_text(summary: dict) -> str:

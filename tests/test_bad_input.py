@@ -377,7 +377,7 @@ def test_the_prediction_command_names_weights_that_do_not_load(tmp_path, data_di
     for suffix in (".json", ".csv"):
         shutil.copy(ROOT / "results" / f"model 6{suffix}", tmp_path / f"model 6{suffix}")
     (tmp_path / "model 6.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
-    with pytest.raises(SystemExit, match=r"model 6.pt does not load into 'model 6's network \(RuntimeError"):
+    with pytest.raises(SystemExit, match=r"model 6.pt does not load into the network of 'model 6' \(RuntimeError"):
         cli.main([str(tmp_path), "--out", str(tmp_path / "out.csv"), "--model", "model 6", "--results",
                   str(tmp_path), "--data-dir", str(data_dir)])
     assert (tmp_path / "model 6.pt").exists() and not (tmp_path / "out.csv").exists()  # nothing moved, or written

@@ -3,6 +3,7 @@ and the estimate built from them (issue: Colab on a T4 says how long it will tak
 import math
 
 import pytest
+import torch.nn as nn
 
 import helpers as H
 import plan
@@ -55,3 +56,23 @@ def test_the_estimate_counts_served_runs_and_multiplies_the_measured_rate(store,
     # a run decided by earlier ones is not served while one of them still has to train
     decided = {"n": runs["n"], "m": Planned(CONFIG, tiny_net, 96, frozenset({"lr"}))}
     assert training_cost(decided, store, tiny, H.Engine.for_device("cpu")).startswith("0 of 2 runs already in")
+
+
+
+def wider_net():
+    """tiny_net with 16 channels: another architecture, whose weights tiny_net's cannot take."""
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def test_a_stand_in_config_does_not_judge_the_stored_weights(tiny, tmp_path):
+    """A planned run whose architecture earlier runs decide builds a stand-in's network: the stored weights are
+    served as they are (the run checks them against its own network when it is served), never set aside for
+    not fitting the stand-in; a plan with nothing decided checks them against its network."""
+    store = ResultsStore(tmp_path)
+    H.run_experiment("w", CONFIG, wider_net, tiny, H.Engine.for_device("cpu"), store, keep_weights=True)
+    assert served(store, "w", Planned(CONFIG, tiny_net, 96, frozenset({"lr"})))
+    assert store.path("w", ".pt").exists()
+    with pytest.warns(UserWarning, match="weights do not load into the run's architecture"):
+        assert not served(store, "w", Planned(CONFIG, tiny_net, 96))
+    assert not store.path("w", ".pt").exists() and store.path("w", ".pt.corrupt").exists()
