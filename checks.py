@@ -27,6 +27,26 @@ class BadInput(ValueError):
         return [f"{type(self).__name__}: {self}"]
 
 
+class TorchTooOld(ImportError):
+    """A torch older than the project runs on: the message names the version found and the one needed."""
+
+    _render_traceback_ = BadInput._render_traceback_
+
+
+TORCH_FLOOR = (2, 3)  # the oldest torch that runs the quick notebook and the tests (README: the versions tried)
+TORCHVISION_FLOOR = "0.18"  # torchvision's release for torch 2.3
+
+
+def require_torch(version: str, floor: tuple[int, int] = TORCH_FLOOR) -> None:
+    """Refuse a torch `version` ("2.1.2+cu121") older than `floor` with one line naming both and the fix: older
+    ones fail later, inside training (torch 2.2's SGD has no `fused`)."""
+    found = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    if found < floor:
+        needed = ".".join(map(str, floor))
+        raise TorchTooOld(f"torch {version} found; this project needs torch >= {needed} (with torchvision >= "
+                          f"{TORCHVISION_FLOOR}): pip install -U 'torch>={needed}' 'torchvision>={TORCHVISION_FLOOR}'")
+
+
 def shown(value) -> str:
     """A value as the message shows it, with its type when that is the trouble: "'0.1' (type str)"."""
     return f"{value!r} (type {type(value).__name__})"

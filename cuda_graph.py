@@ -7,8 +7,9 @@ copied in), the weights, the gradients, the momentum buffers, the learning rate 
 fills in place) and the epoch's running sums.
 
 `checked_capture(step, sums, samples)` wraps any training step: a callable `step(images, labels) -> (loss,
-logits)` with attributes `model`, `optimizer` and `keep_grads` (see `helpers.TrainStep`), and running sums with
-`add(loss, logits, labels)` and `reset()`. Nothing here knows the model, the precision or the loss.
+logits)` with attributes `model` and `optimizer` that zeroes the gradients in place rather than freeing them
+(see `training.TrainStep`), and running sums with `add(loss, logits, labels)` and `reset()`. It changes neither:
+nothing here knows the model, the precision or the loss.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class CapturedStep:
                 self.body()
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):  # the step frees the gradients first: they are allocated in the graph
+        with torch.cuda.graph(self.graph):  # the gradients made in the warm-up keep their addresses: zeroed in place
             self.loss = self.body()
 
     def load(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -121,7 +122,6 @@ def checked_capture(step, sums, samples: list[tuple[torch.Tensor, torch.Tensor]]
     start = snapshot(model, optimizer)
     try:
         captured = CapturedStep(step, sums, samples[:warmup], capture)
-        step.keep_grads = True  # from now on an eager step zeroes the graph's gradient tensors, never frees them
         checked = snapshot(model, optimizer)
         params = list(model.parameters())
         before = [checked[id(p)][1] for p in params]
@@ -135,7 +135,6 @@ def checked_capture(step, sums, samples: list[tuple[torch.Tensor, torch.Tensor]]
     restore(model, optimizer, start)
     sums.reset()
     if mismatch:
-        step.keep_grads = False
         warnings.warn(f"CUDA graph step not used ({mismatch}); training eagerly", stacklevel=2)
         return None, f"eager ({mismatch})"
     return captured, "cuda-graph" if capture else "static-buffers"

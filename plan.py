@@ -2,14 +2,18 @@
 probe of each architecture left to train, times its epochs and images. No number here is typed."""
 from __future__ import annotations
 
-import time
+import dataclasses
 from typing import Callable, NamedTuple
 
-import torch
 import torch.nn as nn
 
-import helpers as H
+from data import Data, training_batches
+from recipe import Recipe, check_keys
 from store import ResultsStore
+from text import count_text, format_duration
+from training import Engine, Progress, device_name, fit
+
+SILENT = Progress(label=None, log_every=0)  # the probe prints nothing
 
 
 class Planned(NamedTuple):
@@ -35,30 +39,24 @@ def served(store: ResultsStore, name: str, planned: Planned) -> bool:
     return store.complete(name, summary["config"], check) is not None
 
 
-def training_rate(build: Callable[[], nn.Module], config: dict, data: H.Data, engine: H.Engine,
+def training_rate(build: Callable[[], nn.Module], config: dict, data: Data, engine: Engine,
                   batches: int = 6) -> float:
     """Training images per second of `build` under `config` here, on the step its run would take (CUDA graph or
-    eager): one timed pass over `batches` batches of real images, after a warm-up pass on CUDA."""
-    model = build()
-    module = engine.prepare(model)
+    eager): the time of one epoch of `fit` over `batches` batches of real images, the second on CUDA (the
+    first pays for autotuning). The probe's learning rate is 0: what it trains is thrown away."""
     n = min(len(data.train[1]), batches * config["batch_size"])  # 6 full batches: the graph's warm-up and check
-    train = H.training_batches(data.train[0][:n], data.train[1][:n], config, data, engine.device)
-    state = H.training_state(model, module, H.with_defaults({**config, "lr": 0.0}), engine, len(train))
-    captured, _ = H.graphed_step(state.step, train)
-    for _ in range(2 if engine.device.type == "cuda" else 1):  # on CUDA, the first pass pays for autotuning
-        start = time.perf_counter()
-        H.train_epoch(state.step, train, state.scheduler, state.ema, captured, state.lookahead)
-        if engine.device.type == "cuda":
-            torch.cuda.synchronize(engine.device)
-    return n / (time.perf_counter() - start)
+    probe = dataclasses.replace(Recipe.of({**config, "lr": 1.0}), lr=0.0, epochs=2 if engine.device.type == "cuda" else 1)
+    train = training_batches(data.train[0][:n], data.train[1][:n], probe, data, engine.device)
+    seconds = [row["seconds"] for row in fit(build(), train, None, probe, engine, progress=SILENT).history]
+    return n / (seconds[-1] - (seconds[-2] if len(seconds) > 1 else 0.0))
 
 
-def training_cost(plan: dict[str, Planned], store: ResultsStore, data: H.Data, engine: H.Engine) -> str:
+def training_cost(plan: dict[str, Planned], store: ResultsStore, data: Data, engine: Engine) -> str:
     """How many runs of `plan` (in order) the store serves, and the time to train the others here from a probe
     of each of their architectures (`training_rate`); a run with `decided` keys is served only after its deciders."""
     left, rates, seconds = [], {}, 0.0
     for name, planned in plan.items():
-        H.check_keys(planned.config, name)  # a misspelt key stops the plan, before anything trains
+        check_keys(planned.config, name)  # a misspelt key stops the plan, before anything trains
         if served(store, name, planned) and not (planned.decided and left):
             continue
         left.append(name)
@@ -68,10 +66,10 @@ def training_cost(plan: dict[str, Planned], store: ResultsStore, data: H.Data, e
         if key not in rates:
             rates[key] = training_rate(planned.build, config, data, engine)
         seconds += config["epochs"] * planned.images / rates[key]
-    text = f"{len(plan) - len(left)} of {H.count_text(len(plan), 'run')} already in {store.root}/"
+    text = f"{len(plan) - len(left)} of {count_text(len(plan), 'run')} already in {store.root}/"
     if not left:
         return text + "; nothing to train"
     measured = ", ".join(f"{arch}{' ' + widths if widths else ''} at batch {batch}: {rate:,.0f} img/s"
                          for (arch, widths, _, batch), rate in rates.items())
-    return (f"{text}; {len(left)} to train: about {H.format_duration(seconds)} of training on "
-            f"{H.device_name(engine.device)} in {engine.precision} (measured here: {measured})")
+    return (f"{text}; {len(left)} to train: about {format_duration(seconds)} of training on "
+            f"{device_name(engine.device)} in {engine.precision} (measured here: {measured})")

@@ -7,7 +7,7 @@ The input, told apart by what it is (`read_images`):
     a .npy    the same arrays; the ids are the row numbers
     a folder  PNG or JPEG images; the ids are the file names without their suffix, in natural order (2 before 10);
               an image of another size is resized to 32x32
-The output: a CSV with the header ID,Labels and one class index (0-9, `helpers.CLASSES`) per image, in input
+The output: a CSV with the header ID,Labels and one class index (0-9, `data.CLASSES`) per image, in input
 order, written atomically and only after every check has passed. `tools/predict.py` is the command line; the
 notebook's last section calls `read_images` and `write_predictions` with its reloaded final model.
 """
@@ -23,7 +23,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import helpers as H
+from data import CLASSES, EVAL_BATCH, Batches, Data
+from evaluation import predict
+from recipe import Recipe
+from text import wrapped
+from training import Engine, device_name
 import safe_pickle
 from checks import BadInput
 from store import ResultsStore, atomic_write, load_weights
@@ -178,7 +182,7 @@ def stored_model(store: ResultsStore, name: str, namespace: dict) -> tuple[nn.Mo
         keeps = "; ".join(f"for {n}, {how}" for n, how in KEEPS_WEIGHTS.items())
         raise BadInput(f"{name!r} has no stored weights ({weights} is missing): its run keeps only its scores. "
                        f"Choose one of {with_weights}, or train it with keep_weights=True "
-                       f"(helpers.run_experiment; {keeps})")
+                       f"(experiments.run_experiment; {keeps})")
     summary = summaries[name]
     try:
         return load_weights(network_for(summary["config"], namespace), weights), summary
@@ -200,13 +204,13 @@ def accuracy_text(summary: dict) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def predict_labels(model: nn.Module, x: torch.Tensor, mean, std, engine: H.Engine, config: dict,
+def predict_labels(model: nn.Module, x: torch.Tensor, mean, std, engine: Engine, config: dict,
                    tta: bool) -> torch.Tensor:
-    """Class indices of uint8 images, as `helpers.evaluate_recipe` scores them: the same normalisation, batches
+    """Class indices of uint8 images, as `evaluation.evaluate_recipe` scores them: the same normalisation, batches
     and (with `tta`) the recipe's test-time views."""
-    batches = H.Batches(x, torch.zeros(len(x), dtype=torch.long), H.EVAL_BATCH, mean, std, engine.device)
-    views = H.with_defaults(config)["tta_views"]
-    return H.predict(model, batches, engine, tta=tta, views=views).argmax(1).cpu()
+    batches = Batches(x, torch.zeros(len(x), dtype=torch.long), EVAL_BATCH, mean, std, engine.device)
+    views = Recipe.of(config).tta_views
+    return predict(model, batches, engine, tta=tta, views=views).argmax(1).cpu()
 
 
 def write_csv(path: str | Path, ids: list, labels: torch.Tensor) -> None:
@@ -217,20 +221,20 @@ def write_csv(path: str | Path, ids: list, labels: torch.Tensor) -> None:
 
 def histogram_text(labels: torch.Tensor) -> str:
     """'airplane 1,003, automobile 998, ...': how many images each class received."""
-    counts = torch.bincount(labels, minlength=len(H.CLASSES)).tolist()
-    return ", ".join(f"{name} {n:,}" for name, n in zip(H.CLASSES, counts))
+    counts = torch.bincount(labels, minlength=len(CLASSES)).tolist()
+    return ", ".join(f"{name} {n:,}" for name, n in zip(CLASSES, counts))
 
 
-def write_predictions(images: Images, out: str | Path, model: nn.Module, config: dict, data: H.Data,
-                      engine: H.Engine, tta: bool) -> torch.Tensor:
+def write_predictions(images: Images, out: str | Path, model: nn.Module, config: dict, data: Data,
+                      engine: Engine, tta: bool) -> torch.Tensor:
     """Predict every image with `model` (prepared by `engine`, normalised with `data`'s training statistics),
     write the CSV `out`, print what was done; returns the labels."""
     start = time.perf_counter()
     labels = predict_labels(model, images.x, data.mean, data.std, engine, config, tta)
     write_csv(out, images.ids, labels)
-    views = f"{H.with_defaults(config)['tta_views']} test-time views" if tta else "no test-time augmentation"
+    views = f"{Recipe.of(config).tta_views} test-time views" if tta else "no test-time augmentation"
     print(f"{len(labels):,} images ({images.layout}) from {images.origin}")
-    print(f"predicted with {views} on {H.device_name(engine.device)} in {time.perf_counter() - start:.1f} s")
-    print(H.wrapped(f"predicted classes: {histogram_text(labels)}"))
+    print(f"predicted with {views} on {device_name(engine.device)} in {time.perf_counter() - start:.1f} s")
+    print(wrapped(f"predicted classes: {histogram_text(labels)}"))
     print(f"wrote {out}")
     return labels

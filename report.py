@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-import helpers as H
+from choices import difference_error, diverged_epoch, is_diverged, validation_score, verdict
+from data import CLASSES
+from networks import count_parameters
 from store import ResultsStore, atomic_write
+from text import count_text
 
 # ---------------------------------------------------------------------------------------------------
 # 1. Numbers as text
@@ -50,9 +53,9 @@ def recipe_text(config: dict) -> str:
 
 def difference_text(a: float, b: float, images: int) -> str:
     """'+2.78 points = 2.6 SE, higher': accuracy `a` minus `b` (fractions, each on `images` images), in standard
-    errors of that difference, and `helpers.verdict` (under helpers.NOISE standard errors: within noise)."""
-    errors = (a - b) / H.difference_error(a, b, images)
-    return f"{100 * (a - b):+.2f} points = {abs(errors):.1f} SE, {H.verdict(a, b, images)}"
+    errors of that difference, and `choices.verdict` (under choices.NOISE standard errors: within noise)."""
+    errors = (a - b) / difference_error(a, b, images)
+    return f"{100 * (a - b):+.2f} points = {abs(errors):.1f} SE, {verdict(a, b, images)}"
 
 
 def compare_line(a: str, b: str, summaries: dict[str, dict], images: int) -> str:
@@ -78,7 +81,7 @@ def trained_on(summaries: dict[str, dict]):
     groups: dict[tuple, list[str]] = {}
     for s in summaries.values():
         key = (s.get("device", "not recorded"), s.get("precision", "not recorded"),
-               s.get("path", "not recorded"), s.get("torch", "not recorded"))  # "path": the step kind's key
+               s.get("step_kind", "not recorded"), s.get("torch", "not recorded"))
         groups.setdefault(key, []).append(s.get("date", "")[:10])
     rows = [{"card": card, "precision": precision, "training step": step, "torch": torch, "runs": len(dates),
              "dates": " to ".join(sorted({min(dates), max(dates)}))}
@@ -106,7 +109,7 @@ def results_table(summaries: dict[str, dict]):
             "final val acc (%)": accuracy_text(s, "final_val_acc"),
             "test acc (%)": accuracy_text(s, "test_acc"),
             "train time (s)": round(s["train_seconds"], 1),
-            "training step": s.get("path", "not recorded"), "device": s["device"],
+            "training step": s.get("step_kind", "not recorded"), "device": s["device"],
         })
     return pd.DataFrame(rows).set_index("model")
 
@@ -114,13 +117,13 @@ def results_table(summaries: dict[str, dict]):
 def sweep_table(runs: dict[str, dict], images: int | None = None):
     """One row per tuning run (trained on the 45k split, scored on validation only): parameters, epochs, time,
     validation accuracy without and with test-time augmentation, the better one's change against row one, and
-    with `images` (validation images) that change's `helpers.verdict`."""
+    with `images` (validation images) that change's `choices.verdict`."""
     import pandas as pd
 
-    base = H.validation_score(next(iter(runs.values())))[0]
+    base = validation_score(next(iter(runs.values()))).acc
     rows = []
     for label, s in runs.items():
-        score = H.validation_score(s)[0]
+        score = validation_score(s).acc
         finite = math.isfinite(score) and math.isfinite(base)
         rows.append({
             "configuration": label, "trainable params": f"{s['trainable_params']:,}",
@@ -128,7 +131,7 @@ def sweep_table(runs: dict[str, dict], images: int | None = None):
             "val acc (%)": accuracy_text(s, "final_val_acc"),
             "val acc, TTA (%)": accuracy_text(s, "final_val_acc_tta"),
             "change (points)": f"{100 * (score - base):+.2f}" if finite else "",
-            **({"verdict": H.verdict(score, base, images) if finite and s is not next(iter(runs.values())) else ""}
+            **({"verdict": verdict(score, base, images) if finite and s is not next(iter(runs.values())) else ""}
                if images else {}),
         })
     return pd.DataFrame(rows).set_index("configuration")
@@ -303,7 +306,7 @@ def final_model_line(seeds: list[dict], networks: dict[str, str]) -> str | None:
     mean, std = mean_and_std(accs)
     views = ", test-time augmentation" if tested[0].get("tta") else ""
     epochs = tested[0]["config"]["epochs"]
-    return (f"{network}, {tested[0]['trainable_params']:,} parameters, {H.count_text(epochs, 'epoch')} on "
+    return (f"{network}, {tested[0]['trainable_params']:,} parameters, {count_text(epochs, 'epoch')} on "
             f"{tested[0]['train_images']:,} images: test accuracy {mean:.2f} +- {std:.2f}% over "
             f"{len(tested)} seeds ({', '.join(f'{a:.2f}' for a in accs)}), final epoch{views}, "
             f"{sum(s['train_seconds'] for s in tested) / len(tested):.1f} s of training per seed on "
@@ -336,7 +339,7 @@ def training_dynamics(store: ResultsStore, names: list[str]):
     rows = []
     for name in names:
         h = store.history(name)
-        finite = h[[not H.is_diverged(row) for row in h.to_dict("records")]]
+        finite = h[[not is_diverged(row) for row in h.to_dict("records")]]
         if finite.empty:  # diverged in its first epoch: nothing to measure
             rows.append({"model": name})
             continue
@@ -363,7 +366,7 @@ def confused_pairs(counts, top: int = 5):
     off = counts.clone()
     off.fill_diagonal_(0)
     values, flat = off.flatten().topk(top)
-    rows = [{"true class": H.CLASSES[i // 10], "predicted as": H.CLASSES[i % 10], "images": int(v),
+    rows = [{"true class": CLASSES[i // 10], "predicted as": CLASSES[i % 10], "images": int(v),
              "share of the true class (%)": round(100 * int(v) / int(counts[i // 10].sum()), 1)}
             for v, i in zip(values.tolist(), flat.tolist())]
     return pd.DataFrame(rows).set_index("true class")
@@ -388,7 +391,7 @@ def block_table(model, blocks: list[str], device="cpu"):
         model(torch.zeros(1, 3, 32, 32, device=device))
     for hook in hooks:
         hook.remove()
-    counts = [H.count_parameters(model.get_submodule(name)) for name in blocks]
+    counts = [count_parameters(model.get_submodule(name)) for name in blocks]
     rows = [{"block": f"{name} ({type(model.get_submodule(name)).__name__})",
              "output shape": " x ".join(map(str, shapes[name])), "trainable params": f"{n:,}"}
             for name, n in zip(blocks, counts)]
@@ -397,9 +400,9 @@ def block_table(model, blocks: list[str], device="cpu"):
 
 
 def choice_text(runs: dict[str, dict], chosen: str, images: int) -> str:
-    """What a choice on validation is worth: the chosen run's score (`helpers.validation_score`) against the
+    """What a choice on validation is worth: the chosen run's score (`choices.validation_score`) against the
     runner-up's, with `difference_text` over `images` validation images."""
-    scores = {label: H.validation_score(run)[0] for label, run in runs.items()}
+    scores = {label: validation_score(run).acc for label, run in runs.items()}
     others = [label for label in runs if label != chosen and math.isfinite(scores[label])]
     head = f"{chosen} ({100 * scores[chosen]:.2f}%)"
     if not others:
@@ -428,8 +431,8 @@ def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, st
     for name, label in zip(names, labels):
         h = store.history(name)
         rows = h.to_dict("records")
-        finite = h[[not H.is_diverged(row) for row in rows]]
-        stop = H.diverged_epoch(rows)
+        finite = h[[not is_diverged(row) for row in rows]]
+        stop = diverged_epoch(rows)
         if stop is not None:
             label = f"{label}, diverged at epoch {stop}"
         for ax, values in ((ax_acc, finite["val_acc"] * 100), (ax_loss, finite["val_loss"])):
@@ -456,7 +459,7 @@ def plot_train_val(store: ResultsStore, names: list[str], labels: list[str], pat
     fig, axes = plt.subplots(2, columns, figsize=(7.5, 3.1), sharex=True, sharey=True, squeeze=False)
     for ax, name, label in zip(axes.flat, names, labels):
         h = store.history(name)
-        h = h[[not H.is_diverged(row) for row in h.to_dict("records")]]
+        h = h[[not is_diverged(row) for row in h.to_dict("records")]]
         ax.plot(h["epoch"], 100 * h["train_acc"], label="training (augmented)")
         ax.plot(h["epoch"], 100 * h["val_acc"], label="validation")
         ax.set_title(label, fontsize=8)
@@ -474,13 +477,13 @@ def plot_train_val(store: ResultsStore, names: list[str], labels: list[str], pat
 
 
 def plot_confusion(counts, path: Path, title: str):
-    """The confusion matrix (`helpers.confusion_matrix`) as a heat map with the counts written in; saved."""
+    """The confusion matrix (`evaluation.confusion_matrix`) as a heat map with the counts written in; saved."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.2, 3.6))  # fits an A4/letter page
     ax.imshow(counts.numpy(), cmap="Blues")
-    ax.set_xticks(range(10), H.CLASSES, rotation=45, ha="right")
-    ax.set_yticks(range(10), H.CLASSES)
+    ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(10), CLASSES)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     top = counts.max().item()
     for i in range(10):

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from checks import writable_folder
+from networks import unwrap
 
 # ---------------------------------------------------------------------------------------------------
 # 1. Files
@@ -96,7 +97,7 @@ def remove_stale_partials(folder: Path) -> list[Path]:
 
 def save_weights(model: nn.Module, path: Path) -> None:
     """Save the state dict with floating tensors in fp16 (half the bytes; the accuracy is checked on reload)."""
-    model = getattr(model, "_orig_mod", model)  # the module behind torch.compile
+    model = unwrap(model)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -128,13 +129,21 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
 NUMBER, MAYBE = (int, float), (int, float, type(None))
 SUMMARY_FIELDS = {  # every field a served summary is read for, and its types
     "name": (str,), "config": (dict,), "config_hash": (str,), "trainable_params": (int,),
-    "epochs_completed": (int,), "train_images": (int,), "device": (str,), "precision": (str,), "path": (str,),
+    "epochs_completed": (int,), "train_images": (int,), "device": (str,), "precision": (str,), "step_kind": (str,),
     "torch": (str,), "date": (str,), "train_seconds": NUMBER, "final_train_acc": MAYBE, "diverged": (bool,),
     "diverged_epoch": (int, type(None)),
 }
 SCORES = {"best_val_acc": MAYBE, "final_val_acc": MAYBE, "final_val_acc_tta": MAYBE, "test_acc": MAYBE,
           "test_loss": MAYBE, "tta": (bool,)}  # present when measured
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "seconds")
+RENAMED = {"path": "step_kind"}  # summary keys stored under an older name: read under the new one
+
+
+def upgraded(summary):
+    """A stored summary with its keys as this code names them (RENAMED); its config, and so its hash, untouched."""
+    if not isinstance(summary, dict):
+        return summary
+    return {RENAMED.get(key, key): value for key, value in summary.items()}
 
 
 def summary_fault(summary) -> str | None:
@@ -195,7 +204,7 @@ class ResultsStore:
         if not path.exists():
             return None
         try:
-            summary = json.loads(path.read_text())
+            summary = upgraded(json.loads(path.read_text()))
         except (ValueError, UnicodeDecodeError) as error:
             fault = f"unreadable ({type(error).__name__})"
         else:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # helpers.py sits at the repository root, one level above this file
+import experiments as E  # noqa: E402
 import helpers as H  # noqa: E402
 import report  # noqa: E402
 from benchmarks import round3  # noqa: E402  (benchmarks/round3.py: AirResNet and its recipes)
@@ -45,7 +46,7 @@ QUICK = {"FINAL_EPOCHS": 1}  # what the notebook's quick mode sets, so that it s
 # Rounds 1 and 2: their recipes, as they ran
 # ---------------------------------------------------------------------------------------------------
 
-# The notebook's starting recipe (FINAL) and the recipe its first sweep chose, with the averaged statistics
+# The notebook's starting recipe (START, then named FINAL) and the recipe its first sweep chose, with the averaged statistics
 # wherever a weight average is used ("EMA fixed").
 FIRST = {"arch": "fast_resnet", "widths": [64, 128, 256, 384], "epochs": 40, "batch_size": 512, "lr": 0.4,
          "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "schedule": "onecycle", "warmup": 0.2,
@@ -88,7 +89,7 @@ def measured_rate(store: ResultsStore, card: str, ns: dict) -> tuple[float, int]
     flops = seconds = runs = 0
     for summary in store.summaries().values():
         config = summary.get("config", {})
-        if summary.get("device") != card or config.get("arch") not in round3.NETWORKS or summary.get("diverged"):
+        if summary.get("device") != card or config.get("arch") not in E.NETWORKS or summary.get("diverged"):
             continue
         flops += round3.training_gflop(config, ns) * 1e9 * summary["train_images"]
         seconds += summary["train_seconds"]
@@ -215,9 +216,9 @@ def main() -> None:
         return
     engine = H.Engine.for_device(H.pick_device())
     for name, config in runs.items():
-        config = H.with_defaults({"blocks": (1, 0, 1), **config}) if args.round < 3 else config
+        config = {"blocks": (1, 0, 1), **config} if args.round < 3 else config  # rounds 1-2 predate "blocks"
         build = lambda: round3.network(config, ns)  # noqa: E731
-        s = H.run_experiment(name, runs[name], build, data, engine, store, tta=config["tta"], evaluate_test=False)
+        s = H.run_experiment(name, runs[name], build, data, engine, store, H.Protocol(test=False))
         print(f"EXPLORE | {name} | val {100 * s['final_val_acc']:.2f}% | val TTA {100 * s['final_val_acc_tta']:.2f}% "
               f"| {s['train_seconds']:.1f} s", flush=True)
     if args.round == 3:

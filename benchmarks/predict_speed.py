@@ -67,7 +67,7 @@ def main():
         model, summary = P.stored_model(store, run, namespace)
         model, config = engine.prepare(model), summary["config"]
         for tta in (False, True):
-            views = H.with_defaults(config)["tta_views"] if tta else 1
+            views = H.Recipe.of(config).tta_views if tta else 1
             seconds = fastest(lambda: P.predict_labels(model, x, data.mean, data.std, engine, config, tta),
                               args.repeats)
             rows.append({"model": run, "views": views, "img/s": len(x) / seconds,

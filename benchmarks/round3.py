@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import helpers as H
+from experiments import ROUND3_PREFIX
 
-PREFIX = "final round 3 - "  # + label + " - seed k": one tuning run of a round-3 recipe
 TIE = 0.0015                 # validation accuracy: recipes closer than this tie, and the cheaper one wins
 LR_1024, WD_1024 = 9.0, 0.0153  # airbench96's learning rate and weight decay, per 1,024 examples, decoupled
 
@@ -24,7 +24,7 @@ LR_1024, WD_1024 = 9.0, 0.0153  # airbench96's learning rate and weight decay, p
 
 class Whitening(nn.Conv2d):
     """airbench's stem: a 2x2 convolution whose 24 filters whiten the image patches (the eigenvectors of their
-    covariance, scaled to unit variance, with both signs). `helpers.fit` sets them; only the bias trains."""
+    covariance, scaled to unit variance, with both signs). `fit_to_data` sets them; only the bias trains."""
 
     def __init__(self, eps: float = 5e-4):
         super().__init__(3, 2 * 3 * 2 * 2, kernel_size=2, bias=True)
@@ -85,6 +85,15 @@ class AirResNet(nn.Module):
         self.fc = nn.Linear(w3, num_classes, bias=False)
         self.scale = scale
 
+    def fit_to_data(self, images):
+        """Set the whitening filters from normalised training images (`networks.fit_to_data`)."""
+        self.whiten.fit_to(images)
+
+    def parameter_roles(self) -> dict:
+        """The whitening filters are never trained (`fit_to_data` sets them); its bias trains only for the
+        recipe's first `whiten_bias_epochs` (`training.parameter_groups`)."""
+        return {"frozen": [self.whiten.weight], "whitening bias": [self.whiten.bias]}
+
     def forward(self, x):
         out = self.groups(F.gelu(self.whiten(x)))
         return self.fc(torch.flatten(F.adaptive_max_pool2d(out, 1), 1)) * self.scale
@@ -93,9 +102,6 @@ class AirResNet(nn.Module):
 def air_resnet(widths=(128, 256, 352)) -> AirResNet:
     """AirResNet at `widths` (its groups' channels): 4,846,648 parameters at the default."""
     return AirResNet(widths)
-
-
-NETWORKS = {"fast_resnet": "FastResNet", "air_resnet": "AirResNet"}  # each "arch" of a final recipe, by name
 
 
 def network(config: dict, ns: dict) -> nn.Module:
@@ -111,7 +117,7 @@ def network(config: dict, ns: dict) -> nn.Module:
 
 
 def recipes(ns: dict) -> dict[str, dict]:
-    """Round 3's recipes (label -> configuration) from the notebook's namespace `ns` (FINAL, FINAL_EPOCHS, SEED,
+    """Round 3's recipes (label -> configuration) from the notebook's namespace `ns` (START, FINAL_EPOCHS, SEED,
     QUICK): round 2's choice at twice the epochs, and AirResNet under airbench96's recipe for 1x and 2x."""
     epochs, longer = ns["FINAL_EPOCHS"], 2 * ns["FINAL_EPOCHS"]
     lr, weight_decay = H.from_decoupled(LR_1024, WD_1024, 0.85, 1024)  # airbench's hyp table, in this SGD's terms
@@ -122,7 +128,7 @@ def recipes(ns: dict) -> dict[str, dict]:
         "pad_mode": "reflect", "flip": "alternate", "cutout": 12, "cutout_inside": True, "tta": True,
         "tta_views": 6, "bias_lr_scale": 64.0, "freeze_bn_scale": True, "whiten_bias_epochs": 3, "lookahead": 5,
         "seed": ns["SEED"], "quick": ns["QUICK"]}
-    return {"round 2 choice": {**ns["FINAL"], "epochs": longer, "ema_decay": 0.0},
+    return {"round 2 choice": {**ns["START"], "epochs": longer, "ema_decay": 0.0},
             f"AirResNet {H.count_text(epochs, 'epoch')}": airbench,
             f"AirResNet {longer} epochs": {**airbench, "epochs": longer}}
 
@@ -130,7 +136,7 @@ def recipes(ns: dict) -> dict[str, dict]:
 def trial(round3: dict[str, dict], label: str, k: int) -> tuple[str, dict]:
     """Seed k of a round-3 recipe: (run name, configuration); the seed counts from the recipe's own."""
     config = round3[label]
-    return f"{PREFIX}{label} - seed {k}", {**config, "seed": config["seed"] + k}
+    return f"{ROUND3_PREFIX}{label} - seed {k}", {**config, "seed": config["seed"] + k}
 
 
 def training_gflop(config: dict, ns: dict) -> float:

@@ -91,9 +91,21 @@ def interrupt_after_two_epochs(build, config, tiny, engine, store) -> Path:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        H.run_experiment("m", config, build, tiny, engine, store, checkpoint_seconds=0, on_epoch_end=stop_after_two)
+        progress = H.Progress(checkpoint_seconds=0, on_epoch_end=stop_after_two)
+        H.run_experiment("m", config, build, tiny, engine, store, progress=progress)
     (checkpoint,) = (store.root / "checkpoints").iterdir()
     return checkpoint
+
+
+def one_epoch(step, batches, after_step=lambda: None) -> dict:
+    """One pass of `step` (a `helpers.Step`) over `batches`, `after_step` after each step, as `helpers.fit`'s
+    inner loop makes it; returns the epoch's training loss and accuracy."""
+    step.eager.model.train()
+    step.sums.reset()
+    for images, labels in batches:
+        step(images, labels)
+        after_step()
+    return step.sums.read()
 
 
 @pytest.fixture(scope="session")

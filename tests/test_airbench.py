@@ -144,15 +144,17 @@ def test_six_tta_views_are_airbench_s_translations_weighted_as_theirs():
 
 def test_default_recipes_keep_one_parameter_group(models):
     model = models["fast_resnet"]()
-    (group,) = H.parameter_groups(model, H.with_defaults({"lr": 0.4, "epochs": 1, "batch_size": 8, "seed": 0}), 5)
+    (group,) = H.parameter_groups(model, H.Recipe.of({"lr": 0.4, "epochs": 1, "batch_size": 8, "seed": 0}), 5)
     assert len(group["params"]) == len(list(model.parameters())) and set(group) == {"params"}
 
 
 def test_learning_rate_groups_scale_biases_and_freeze_the_stem_and_scales(engine):
     model = narrow()()
-    config = H.with_defaults(AIRBENCH)
-    state = H.training_state(model, model, config, engine, steps_per_epoch=2)
-    groups = {g["name"]: g for g in state.step.optimizer.param_groups}
+    r = H.Recipe.of(AIRBENCH)  # as fit builds them, for two steps per epoch
+    optimizer = engine.optimizer(H.parameter_groups(model, r, 2), r.lr, r.momentum, r.weight_decay, r.nesterov)
+    scheduler = H.make_scheduler(optimizer, r.schedule, r.epochs, 2, r.warmup, r.lr_start, r.lr_end)
+    step = H.TrainStep(model, optimizer, engine.scaler(), engine, r.label_smoothing)
+    groups = {g["name"]: g for g in optimizer.param_groups}
     listed = [id(p) for g in groups.values() for p in g["params"]]
     assert sorted(listed) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -165,8 +167,8 @@ def test_learning_rate_groups_scale_biases_and_freeze_the_stem_and_scales(engine
     stem_bias = []
     for _ in range(4):  # two epochs of two steps: the stem's bias trains in the first only
         images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-        state.step(images, labels)
-        state.scheduler.step()
+        step(images, labels)
+        scheduler.step()
         stem_bias.append(model.whiten.bias.detach().clone())
     assert all(torch.equal(a, p) for a, p in zip(frozen, groups["frozen"]["params"]))
     assert not torch.equal(stem_bias[0], torch.zeros(24)) and not torch.equal(stem_bias[1], stem_bias[0])
@@ -226,8 +228,8 @@ def test_lookahead_pulls_toward_the_slow_weights_and_ends_on_them():
 def test_the_whitening_filters_come_from_the_training_images_and_stay(tiny, engine, tmp_path):
     trained = {}
     H.run_experiment("air", AIRBENCH, lambda: trained.setdefault("model", narrow()()), tiny, engine,
-                     ResultsStore(tmp_path), tta=True)
-    train = H.training_batches(*tiny.train, AIRBENCH, tiny, "cpu")
+                     ResultsStore(tmp_path))
+    train = H.training_batches(*tiny.train, H.Recipe.of(AIRBENCH), tiny, "cpu")
     fresh = air.Whitening()
     fresh.fit_to(train.normalise(train.x[:H.WHITENING_IMAGES]))
     assert torch.allclose(trained["model"].whiten.weight, fresh.weight, atol=1e-6)
@@ -235,13 +237,12 @@ def test_the_whitening_filters_come_from_the_training_images_and_stay(tiny, engi
 
 def test_an_airbench_run_resumes_where_it_stopped(tiny, engine, tmp_path):
     """Lookahead's slow weights and the alternating flips' epoch travel in the checkpoint."""
-    straight = H.run_experiment("m", AIRBENCH, narrow(), tiny, engine, ResultsStore(tmp_path / "a"),
-                                tta=True)
+    straight = H.run_experiment("m", AIRBENCH, narrow(), tiny, engine, ResultsStore(tmp_path / "a"))
     store = ResultsStore(tmp_path / "b")
     checkpoint = interrupt_after_two_epochs(narrow(), AIRBENCH, tiny, engine, store)
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["lookahead"]["steps"] == 2 * 3 and saved["batches"]["epoch"] == 2
-    resumed = H.run_experiment("m", AIRBENCH, narrow(), tiny, engine, store, tta=True)
+    resumed = H.run_experiment("m", AIRBENCH, narrow(), tiny, engine, store)
     a, b = ResultsStore(tmp_path / "a").history("m"), store.history("m")
     for column in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         assert a[column].tolist() == pytest.approx(b[column].tolist(), rel=1e-5), column
@@ -252,12 +253,12 @@ def test_an_airbench_run_resumes_where_it_stopped(tiny, engine, tmp_path):
 def test_a_reloaded_air_resnet_reproduces_its_test_accuracy_with_its_six_views(tiny, engine, tmp_path):
     """The notebook's reload check evaluates with the recipe's views: four views would score other logits."""
     store, small = ResultsStore(tmp_path), dataclasses.replace(tiny, full=tiny.train)  # 96 images, not 50,000
-    summary = H.run_experiment("final seed 0", AIRBENCH, narrow(), small, engine, store, train_split="full",
-                               keep_weights=True, tta=True)
+    summary = H.run_experiment("final seed 0", AIRBENCH, narrow(), small, engine, store,
+                               H.Protocol("full", keep_weights=True))
     reloaded = load_weights(narrow()(), store.path("final seed 0", ".pt"))
     test = H.eval_batches(small.test, small, "cpu")
-    assert H.with_defaults(AIRBENCH)["tta_views"] == 6 and H.evaluate_recipe(
-        reloaded, test, engine, AIRBENCH, tta=True)["acc"] == pytest.approx(summary["test_acc"], abs=1e-9)
+    assert H.Recipe.of(AIRBENCH).tta_views == 6 and H.evaluate_recipe(
+        reloaded, test, engine, H.Recipe.of(AIRBENCH))["acc"] == pytest.approx(summary["test_acc"], abs=1e-9)
     six, four = (H.predict(reloaded, test, engine, tta=True, views=n) for n in (6, 4))
     assert not torch.allclose(six, four, atol=1e-4)
 
@@ -268,7 +269,7 @@ def test_airbench_recipe_learns_on_real_data(data, engine, tmp_path):
     config = {**AIRBENCH, "widths": [32, 64, 64], "epochs": 6, "batch_size": 128, "lr": 0.5,
               "weight_decay": 1e-3, "lookahead": 5}
     summary = H.run_experiment("air", config, narrow((32, 64, 64)), subset, engine,
-                               ResultsStore(tmp_path), tta=True, evaluate_test=False)
+                               ResultsStore(tmp_path), H.Protocol(test=False))
     assert summary["final_val_acc"] > 0.3 and summary["final_val_acc_tta"] > 0.3  # chance is 0.1
 
 
@@ -284,9 +285,10 @@ def test_airbench_recipe_under_a_cuda_graph_matches_eager(data):
     for graphs in (None, False):
         engine = H.Engine.for_device("cuda", graphs=graphs)
         H.set_seed(0)
-        train = H.training_batches(*small.train, config, small, "cuda")
-        runs[graphs] = H.fit(narrow((64, 128, 128))(), train, H.eval_batches(small.val, small, "cuda"),
-                             config, engine)
+        train = H.training_batches(*small.train, H.Recipe.of(config), small, "cuda")
+        model = narrow((64, 128, 128))()
+        H.fit_to_data(model, train.normalise(train.x[:H.WHITENING_IMAGES]))  # as run_experiment does
+        runs[graphs] = H.fit(model, train, H.eval_batches(small.val, small, "cuda"), H.Recipe.of(config), engine)
     assert runs[None].step_kind == "cuda-graph"
     for a, b in zip(runs[None].history, runs[False].history):
         assert a["lr"] == pytest.approx(b["lr"])

@@ -288,13 +288,13 @@ def stored(models, tiny, tmp_path):
 
     engine = H.Engine.for_device("cpu")
     H.run_experiment("other", {**CONFIG, "epochs": 1}, tiny_net, tiny, engine, store)
-    summary = H.run_experiment("m", CONFIG, build, tiny, engine, store, keep_weights=True)
+    summary = H.run_experiment("m", CONFIG, build, tiny, engine, store, H.Protocol(keep_weights=True))
     built.clear()
     return store, build, built, summary
 
 
 def rerun(store, build, tiny):
-    return H.run_experiment("m", CONFIG, build, tiny, H.Engine.for_device("cpu"), store, keep_weights=True)
+    return H.run_experiment("m", CONFIG, build, tiny, H.Engine.for_device("cpu"), store, H.Protocol(keep_weights=True))
 
 
 def others(store):

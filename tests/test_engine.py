@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import helpers as H
+from conftest import one_epoch
 
 
 def plain_batches(x, y, mean, std, batch_size):
@@ -67,7 +68,7 @@ def test_epoch_numbers_match_a_plain_loop(models, data):
     assert scores["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-4)
     # training epoch (lr 0, no shuffle, no augmentation): the device-side sums equal the plain per-batch means
     optimizer = engine.optimizer(model.parameters(), lr=0.0)
-    stats = H.train_epoch(H.TrainStep(model, optimizer, engine.scaler(), engine), batches)
+    stats = one_epoch(engine.step(model, optimizer, engine.scaler(), 0.0, batches), batches)
     model.train()
     losses, correct = [], 0
     with torch.no_grad():
@@ -75,8 +76,8 @@ def test_epoch_numbers_match_a_plain_loop(models, data):
             out = model(images)
             losses.append(F.cross_entropy(out, labels).item() * len(labels))
             correct += (out.argmax(1) == labels).sum().item()
-    assert stats["loss"] == pytest.approx(sum(losses) / len(y), rel=1e-4)
-    assert stats["acc"] == pytest.approx(correct / len(y), abs=1e-6)
+    assert stats["train_loss"] == pytest.approx(sum(losses) / len(y), rel=1e-4)
+    assert stats["train_acc"] == pytest.approx(correct / len(y), abs=1e-6)
 
 
 def test_schedules():
@@ -98,6 +99,6 @@ def test_training_on_real_data_learns(models, data):
               "schedule": "onecycle", "warmup": 0.2, "seed": 0}
     train = H.Batches(*small.train, 64, data.mean, data.std, "cpu", shuffle=True, augment=True)
     val = H.Batches(*small.val, 500, data.mean, data.std, "cpu")
-    history = H.fit(models["option1"](), train, val, config, engine).history
+    history = H.fit(models["option1"](), train, val, H.Recipe.of(config), engine).history
     assert history[-1]["val_acc"] >= 0.35, history
     assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -108,7 +108,7 @@ def test_fit_averages_statistics_only_when_the_config_says_so(key, averaged):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(10))
     model(torch.zeros(2, 3, 32, 32))  # materialise the lazy layer before the average copies the model
     config = final_config(epochs=2, batch_size=16, **key)
-    final, _, _, _ = H.fit(model, train, None, {**config, "ema_decay": 0.5}, H.Engine.for_device("cpu"))
+    final, _, _, _ = H.fit(model, train, None, H.Recipe.of({**config, "ema_decay": 0.5}), H.Engine.for_device("cpu"))
     assert final is not model
     same = torch.equal(final[1].running_mean, model[1].running_mean)
     assert same != averaged
@@ -126,7 +126,7 @@ def test_final_recipe_learns_on_real_data(models, data):
                       shuffle=True, augment=True)
     val = H.Batches(data.val[0][:500], data.val[1][:500], 500, data.mean, data.std, "cpu")
     config = final_config(epochs=3, batch_size=64, lr=0.1)
-    final, history, _, _ = H.fit(models["fast_resnet"](), train, val, config, H.Engine.for_device("cpu"))
+    final, history, _, _ = H.fit(models["fast_resnet"](), train, val, H.Recipe.of(config), H.Engine.for_device("cpu"))
     assert isinstance(final, models["FastResNet"])  # the averaged copy is what gets evaluated
     assert history[-1]["val_acc"] >= 0.35, history
 
@@ -135,8 +135,8 @@ def test_reload_reproduces_the_stored_accuracy(models, data, tmp_path):
     small = H.Data(train=data.train, val=data.val, full=(data.full[0][:256], data.full[1][:256]),
                    test=(data.test[0][:300], data.test[1][:300]), mean=data.mean, std=data.std)
     engine, store = H.Engine.for_device("cpu"), ResultsStore(tmp_path)
-    summary = H.run_experiment("final seed 0", final_config(epochs=1), models["fast_resnet"], small, engine,
-                               store, train_split="full", keep_weights=True, tta=True)
+    summary = H.run_experiment("final seed 0", final_config(epochs=1, tta=True), models["fast_resnet"], small,
+                               engine, store, H.Protocol("full", keep_weights=True))
     path = store.path("final seed 0", ".pt")
     assert path.stat().st_size < 16e6
     assert all(v.dtype == torch.float16 for v in torch.load(path).values() if v.is_floating_point())

@@ -15,7 +15,7 @@ import torch.nn as nn
 import cuda_graph
 import helpers as H
 from store import ResultsStore
-from conftest import tiny_net
+from conftest import one_epoch, tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -104,17 +104,17 @@ def test_static_buffer_epoch_equals_the_eager_epoch(data):
         scheduler = H.make_scheduler(optimizer, "onecycle", 1, 5, warmup=0.2)
         ema = H.ModelEMA(model, decay=0.9, every=1)
         batches = batches_of(data, 7 * 64 + 40, 64)
-        step, captured = H.TrainStep(model, optimizer, engine.scaler(), engine, 0.1), None
+        step, sums, captured = H.TrainStep(model, optimizer, engine.scaler(), engine, 0.1), H.EpochSums("cpu"), None
         if name == "static":
             before = [t.clone() for t in model.state_dict().values()]
-            captured, kind = cuda_graph.checked_capture(step, H.EpochSums("cpu"), batches.fixed_batches(6),
-                                                        capture=False)
+            captured, kind = cuda_graph.checked_capture(step, sums, batches.fixed_batches(6), capture=False)
             assert kind == "static-buffers" and captured.batch_size == 64
             assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values()))
             assert not optimizer.state or all(s["momentum_buffer"].abs().sum() == 0
                                               for s in optimizer.state.values())
             buffer_address = captured.images.data_ptr()
-        stats = H.train_epoch(step, batches, scheduler, ema, captured)
+        stats = one_epoch(H.Step(step, sums, captured, "static"), batches,
+                          lambda: (scheduler.step(), ema.update(model)))
         if captured is not None:
             assert captured.images.data_ptr() == buffer_address
         results[name] = (stats, [p.detach().clone() for p in model.parameters()],
@@ -169,7 +169,7 @@ def test_the_path_is_recorded_in_the_summary(models, data, tmp_path):
     config = {"epochs": 1, "batch_size": 32, "lr": 0.01, "seed": 0}
     summary = H.run_experiment("m", config, tiny_net, small, H.Engine.for_device("cpu"),
                                ResultsStore(tmp_path))
-    assert summary["path"] == "eager (no CUDA device)"
+    assert summary["step_kind"] == "eager (no CUDA device)"
 
 
 # --- on a GPU ------------------------------------------------------------------------------------------
@@ -198,8 +198,8 @@ def test_replayed_steps_equal_eager_steps(models, data, compiled):
     batches = batches_of(data, 4096, 128, "cuda")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        step = H.TrainStep(module, optimizer, engine.scaler(), engine)
-        captured, kind = H.graphed_step(step, batches)
+        chosen = engine.step(module, optimizer, engine.scaler(), 0.0, batches)
+        step, captured, kind = chosen.eager, chosen.graph, chosen.kind
         assert kind == "cuda-graph" and captured.graph is not None
         # one more comparison, on augmented batches this time, from the same state
         pairs = [next(iter(batches)) for _ in range(3)]
@@ -208,7 +208,7 @@ def test_replayed_steps_equal_eager_steps(models, data, compiled):
         replayed = [captured(x, y).clone() for x, y in pairs]
         after = [p.detach().clone() for p in model.parameters()]
         cuda_graph.restore(model, optimizer, start)
-        eager = [step(x, y)[0].detach() for x, y in pairs]  # keeps the graph's gradient tensors (keep_grads)
+        eager = [step(x, y)[0].detach() for x, y in pairs]  # zeroes the graph's gradient tensors in place
     assert not any(r.requires_grad for r in replayed)
     assert cuda_graph.compare_steps(replayed, eager, after, [p.detach() for p in model.parameters()], before) is None
     # the eager steps beside the graph meet no gradient accumulator of the capture stream
@@ -228,7 +228,7 @@ def test_two_epochs_with_graphs_match_eager(models, data):
         train = H.Batches(*small.train, 128, data.mean, data.std, "cuda", shuffle=True, augment=True)
         val = H.Batches(*small.val, 1024, data.mean, data.std, "cuda")
         H.set_seed(0)
-        runs[graphs] = H.fit(models["option2"](), train, val, config, engine)
+        runs[graphs] = H.fit(models["option2"](), train, val, H.Recipe.of(config), engine)
     assert runs[True].step_kind == "cuda-graph" and runs[False].step_kind == "eager (GRAPHS=False)"
     for a, b in zip(runs[True].history, runs[False].history):
         assert a["lr"] == pytest.approx(b["lr"])
@@ -246,7 +246,8 @@ def test_graph_reads_the_schedule_and_feeds_the_weight_average(models, data):
     engine.prepare(model)
     optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9)
     batches = batches_of(data, 4096, 128, "cuda")
-    captured, kind = H.graphed_step(H.TrainStep(model, optimizer, engine.scaler(), engine), batches)
+    chosen = engine.step(model, optimizer, engine.scaler(), 0.0, batches)
+    captured, kind = chosen.graph, chosen.kind
     assert kind == "cuda-graph"
     x, y = next(iter(batches))
     lr = optimizer.param_groups[0]["lr"]

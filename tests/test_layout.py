@@ -92,7 +92,7 @@ def test_a_learning_rate_is_chosen_on_validation_and_never_from_a_diverged_run()
 
 def test_defaults_fill_in_without_changing_the_stored_config():
     config = {"epochs": 1, "batch_size": 8, "lr": 0.1, "seed": 0}
-    merged = H.with_defaults(config)
+    merged = H.Recipe.of(config).settings()
     assert merged["momentum"] == 0.9 and merged["ema_buffers"] == "copy" and merged["pad"] == 4
     assert config == {"epochs": 1, "batch_size": 8, "lr": 0.1, "seed": 0}  # the hash is taken from this one
-    assert H.with_defaults({**config, "pad": 2})["pad"] == 2
+    assert H.Recipe.of({**config, "pad": 2}).pad == 2

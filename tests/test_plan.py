@@ -70,7 +70,7 @@ def test_a_stand_in_config_does_not_judge_the_stored_weights(tiny, tmp_path):
     served as they are (the run checks them against its own network when it is served), never set aside for
     not fitting the stand-in; a plan with nothing decided checks them against its network."""
     store = ResultsStore(tmp_path)
-    H.run_experiment("w", CONFIG, wider_net, tiny, H.Engine.for_device("cpu"), store, keep_weights=True)
+    H.run_experiment("w", CONFIG, wider_net, tiny, H.Engine.for_device("cpu"), store, H.Protocol(keep_weights=True))
     assert served(store, "w", Planned(CONFIG, tiny_net, 96, frozenset({"lr"})))
     assert store.path("w", ".pt").exists()
     with pytest.warns(UserWarning, match="weights do not load into the run's architecture"):

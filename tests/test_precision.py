@@ -214,7 +214,7 @@ def test_two_epochs_of_option2_in_fp16_learn_like_bf16(models, data):
         train = H.Batches(*small.train, 128, data.mean, data.std, "cuda", shuffle=True, augment=True)
         val = H.Batches(*small.val, 1024, data.mean, data.std, "cuda")
         H.set_seed(0)
-        runs[precision] = H.fit(models["option2"](), train, val, config, engine)
+        runs[precision] = H.fit(models["option2"](), train, val, H.Recipe.of(config), engine)
     assert runs["fp16"].step_kind.startswith("eager (fp16") and runs["bf16"].step_kind == "cuda-graph"
     for run in runs.values():
         assert all(math.isfinite(row["train_loss"]) for row in run.history)

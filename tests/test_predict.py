@@ -58,7 +58,7 @@ def test_both_layouts_give_the_same_csv_in_input_order_as_the_project_scores(hid
     model, summary = P.stored_model(ResultsStore(ROOT / "results"), P.DEFAULT_MODEL, H.notebook_namespace())
     engine = H.Engine.for_device("cpu")
     test = H.eval_batches((data.test[0][:IMAGES], data.test[1][:IMAGES]), data, engine.device)
-    views = H.with_defaults(summary["config"])["tta_views"]
+    views = H.Recipe.of(summary["config"]).tta_views
     logits = H.predict(engine.prepare(model), test, engine, tta=True, views=views)
     assert csvs[0]["Labels"].tolist() == logits.argmax(1)[order].tolist()
     printed = capsys.readouterr().out

@@ -72,7 +72,7 @@ def test_a_checkpoint_write_cut_short_resumes_from_the_previous_one(models, tiny
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(Interrupted):
-        H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, checkpoint_seconds=0)
+        H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store, progress=H.Progress(checkpoint_seconds=0))
     monkeypatch.setattr(torch, "save", real_save)
     [checkpoint] = list((tmp_path / "cut" / "checkpoints").iterdir())
     assert torch.load(checkpoint, weights_only=True)["history"][-1]["epoch"] == 1
@@ -116,7 +116,7 @@ def test_a_diverging_run_stops_is_stored_as_diverged_and_is_served_as_such(model
                                                                            capsys):
     store = ResultsStore(tmp_path)
     config = {**CONFIG, "lr": 1e6, "epochs": 5, "schedule": "constant", "weight_decay": 0.0}
-    summary = H.run_experiment("m", config, models["option1"], tiny, engine, store, keep_weights=True)
+    summary = H.run_experiment("m", config, models["option1"], tiny, engine, store, H.Protocol(keep_weights=True))
     epoch = summary["diverged_epoch"]
     assert summary["diverged"] and 1 <= epoch < 5
     assert summary["epochs_completed"] == epoch and summary["test_acc"] is None
@@ -127,7 +127,7 @@ def test_a_diverging_run_stops_is_stored_as_diverged_and_is_served_as_such(model
     assert all(math.isfinite(v) for v in history["val_loss"].iloc[:-1])
     assert "DIVERGED" in capsys.readouterr().out
     # served, not retrained, and said so
-    again = H.run_experiment("m", config, models["option1"], tiny, engine, store, keep_weights=True)
+    again = H.run_experiment("m", config, models["option1"], tiny, engine, store, H.Protocol(keep_weights=True))
     assert again == summary
     out = capsys.readouterr().out
     assert "read from" in out and f"DIVERGED at epoch {epoch}" in out and "| epoch" in out
@@ -188,11 +188,11 @@ def test_a_run_resumed_on_another_path_records_both(models, tiny, engine, tmp_pa
         interrupt_after_two_epochs(models["option1"], CONFIG, tiny, engine, store)
         (checkpoint,) = (store.root / "checkpoints").iterdir()
         state = torch.load(checkpoint, weights_only=True)
-        assert state["path"] == "eager (no CUDA device)"
+        assert state["step_kind"] == "eager (no CUDA device)"
         if first is not None:
-            state["path"] = first  # as if the first two epochs had run on a GPU
+            state["step_kind"] = first  # as if the first two epochs had run on a GPU
             torch.save(state, checkpoint)
-        assert H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)["path"] == expected
+        assert H.run_experiment("m", CONFIG, models["option1"], tiny, engine, store)["step_kind"] == expected
     assert H.joined_kind("cuda-graph", "eager (GRAPHS=False)", training=False) == "cuda-graph"
     assert H.joined_kind("a, then b", "b", training=True) == "a, then b"
 

@@ -15,19 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
 
 import helpers as H  # noqa: E402
+from experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, NETWORKS, REFERENCE_RUN, ROUND3_PREFIX,  # noqa: E402
+                         SEED_PREFIX, SWEEP_PREFIX, TUNING)
 import report  # noqa: E402
-from store import ResultsStore  # noqa: E402
+from store import ResultsStore, upgraded  # noqa: E402
 
-# The names the notebook gives its runs in the results store
-MODEL_PREFIX = "model "                 # the six experiments: "model 1" ... "model 6"
-REFERENCE_RUN = "reference ResNet-18"   # ResNet-18 under Model 6's recipe, beside the six
-SWEEP_BASE = "final validation"         # the final recipe trained on the 45k split
-SWEEP_PREFIX = "final sweep - "         # a tuning run: SWEEP_PREFIX + the label of its change
-BASE_LABEL = "starting recipe"          # how the sweep table labels SWEEP_BASE
-ROUND3_PREFIX = "final round 3 - "      # round 3 of the sweep: ROUND3_PREFIX + label + " - seed k"
-SEED_PREFIX = "final seed"              # the final model's seeds: "final seed 0", ...
-NETWORKS = {"fast_resnet": "FastResNet", "air_resnet": "AirResNet"}  # the final model's network, by arch
-FIRST_SWEEP = "first-sweep"             # results/ subfolder: the first sweep, its chosen recipe and seeds, as run
 ORIGINAL_BAR = 90.0                     # %: the original project's test-accuracy bar, which Model 6 answers
 HEADLINE_FIGURE = "models 1-6 train and val acc.jpg"  # the figure README shows, from documentation/
 
@@ -35,7 +27,7 @@ HEADLINE_FIGURE = "models 1-6 train and val acc.jpg"  # the figure README shows,
 def sweep_text(summaries: dict[str, dict], intro: str, outcome: str) -> list[str]:
     """The paragraphs for a store's tuning sweep: `intro` and the sweep table (when it has tuning runs), then
     `outcome` and the final model's line (when it has tested seeds)."""
-    runs = report.sweep_runs(summaries, SWEEP_BASE, SWEEP_PREFIX, BASE_LABEL)
+    runs = report.sweep_runs(summaries, TUNING, SWEEP_PREFIX, BASE_LABEL)
     trials = report.trial_runs(summaries, ROUND3_PREFIX)
     seeds = [s for name, s in summaries.items() if name.startswith(SEED_PREFIX)]
     line = report.final_model_line(seeds, NETWORKS) if seeds else None
@@ -51,7 +43,7 @@ def exploration_table(path: str | Path) -> str | None:
     path = Path(path)
     if not path.exists():
         return None
-    runs = dict(report.by_date(list(json.loads(path.read_text()).items())))
+    runs = {name: upgraded(s) for name, s in report.by_date(list(json.loads(path.read_text()).items()))}
     cards = ", ".join(report.cards(runs)) or "a card not recorded"
     return (f"Exploration outside the notebook (`benchmarks/exploration.py`, `{path.parent.as_posix()}/`, on "
             f"{cards}), trained on the 45k split and scored on validation only, to plan the next "
