@@ -125,6 +125,11 @@ class Data:
     mean: torch.Tensor  # per channel, 0-1 scale, from the training split
     std: torch.Tensor
 
+    @property
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std): what `Batches` normalises with."""
+        return self.mean, self.std
+
 
 def prepare_data(data_dir, n_val: int = 5000, seed: int = 0, subset: dict | None = None) -> Data:
     """CIFAR-10 split 45k/5k with a fixed seed, normalisation statistics from the training split. `subset`
@@ -185,17 +190,31 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = 
     return (out, mask) if return_mask else out
 
 
-class Batches:
-    """Mini-batches of a dataset held on the device as uint8: shuffled, augmented (crop_flip, then `cutout`),
-    normalised and channels_last, on request. One device generator and the epoch count are its state."""
+@dataclass(frozen=True)
+class Augmentation:
+    """How `Batches` augments each training image: a random crop after padding, a flip, then cutout."""
 
-    def __init__(self, x, y, batch_size: int, mean, std, device, shuffle: bool = False,
-                 augment: bool = False, pad: int = 4, seed: int = 0, whole_epoch: bool = False,
-                 cutout: int = 0, pad_mode: str = "constant", flip: str = "random", cutout_inside: bool = False):
+    pad: int = 4                 # pixels of padding before the random 32x32 crop
+    pad_mode: str = "constant"   # "constant" (zeros) or "reflect"
+    flip: str = "random"         # "random": each image of each batch; "alternate": each image every other epoch
+    cutout: int = 0              # pixels: side of the blanked square; 0 for none
+    cutout_inside: bool = False  # the whole square inside the image (airbench), or clipped at the border
+
+
+class Batches:
+    """Mini-batches of a split `(x, y)` held on the device as uint8: shuffled, augmented (`augment`: True for
+    the defaults), normalised with `stats` (mean, std) and channels_last, on request. One device generator and
+    the epoch count are its state."""
+
+    def __init__(self, split: tuple[torch.Tensor, torch.Tensor], batch_size: int, stats, device,
+                 shuffle: bool = False, augment: Augmentation | bool = False, seed: int = 0,
+                 whole_epoch: bool = False):
+        x, y = split
         self.x = x.to(device)  # copied to the device once: no Python work per image afterwards
         self.y = y.to(device)
-        self.batch_size, self.shuffle, self.augment, self.pad = batch_size, shuffle, augment, pad
-        self.cutout, self.pad_mode, self.cutout_inside = cutout, pad_mode, cutout_inside
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.augment = Augmentation() if augment is True else augment or None
+        flip = self.augment.flip if self.augment else "random"
         if flip not in ("random", "alternate"):
             raise ValueError(f"flip must be 'random' or 'alternate', not {flip!r}")
         self.epoch = 0  # epochs begun: "alternate" flips image i on the epochs whose parity differs from its own
@@ -206,6 +225,7 @@ class Batches:
         # whole_epoch: augment the shuffled epoch in one pass and slice it, a dozen launches per epoch instead
         # of per batch, for when the step is a CUDA graph; same distribution, another order of random draws
         self.whole_epoch = whole_epoch
+        mean, std = stats
         self.mean = (torch.as_tensor(mean, dtype=torch.float32) * 255).view(1, 3, 1, 1).to(device)
         self.std = (torch.as_tensor(std, dtype=torch.float32) * 255).view(1, 3, 1, 1).to(device)
         self.device = torch.device(device)
@@ -221,13 +241,14 @@ class Batches:
 
     def prepare(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 images (the dataset's `index`) -> what the model sees: augmented (when asked) and normalised."""
-        if not self.augment:
+        how = self.augment
+        if how is None:
             return self.normalise(images)
         flips = None if self.first_flips is None else self.first_flips[index] ^ bool(self.epoch % 2 == 0)
-        images = self.normalise(crop_flip(images, self.pad, self.generator, mode=self.pad_mode, flip=flips))
-        if not self.cutout:
+        images = self.normalise(crop_flip(images, how.pad, self.generator, mode=how.pad_mode, flip=flips))
+        if not how.cutout:
             return images
-        return cutout(images, self.cutout, self.generator, inside=self.cutout_inside)
+        return cutout(images, how.cutout, self.generator, inside=how.cutout_inside)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, size = len(self.x), self.batch_size
@@ -258,13 +279,12 @@ class Batches:
         self.epoch = state.get("epoch", 0)  # older checkpoints: random flips, where the count does not matter
 
 
-def training_batches(x, y, recipe: Recipe, data: Data, device) -> Batches:
-    """The shuffled, augmented batches a run of `recipe` trains on (crop and flip, cutout when set)."""
-    return Batches(x, y, recipe.batch_size, data.mean, data.std, device, shuffle=True, augment=True,
-                   pad=recipe.pad, seed=recipe.seed, cutout=recipe.cutout, pad_mode=recipe.pad_mode,
-                   flip=recipe.flip, cutout_inside=recipe.cutout_inside)
+def training_batches(split: tuple[torch.Tensor, torch.Tensor], recipe: Recipe, data: Data, device) -> Batches:
+    """The shuffled, augmented batches of `split` that a run of `recipe` trains on (crop and flip, cutout)."""
+    augment = Augmentation(recipe.pad, recipe.pad_mode, recipe.flip, recipe.cutout, recipe.cutout_inside)
+    return Batches(split, recipe.batch_size, data.stats, device, shuffle=True, augment=augment, seed=recipe.seed)
 
 
 def eval_batches(split: tuple[torch.Tensor, torch.Tensor], data: Data, device) -> Batches:
     """A split's images for evaluation: in order, not augmented, EVAL_BATCH at a time."""
-    return Batches(*split, EVAL_BATCH, data.mean, data.std, device)
+    return Batches(split, EVAL_BATCH, data.stats, device)

@@ -119,7 +119,7 @@ def set_up(recipe: Recipe, build_model: Callable[[], nn.Module], data: Data, eng
     the validation batches when it trains on the 45k split (None on all 50k)."""
     set_seed(recipe.seed)  # the weights, then the data order and augmentation: a run can be repeated
     model = build_model()
-    train = training_batches(*getattr(data, split), recipe, data, engine.device)
+    train = training_batches(getattr(data, split), recipe, data, engine.device)
     val = eval_batches(data.val, data, engine.device) if split == "train" else None
     fit_to_data(model, train.normalise(train.x[:WHITENING_IMAGES]))
     return model, train, val

@@ -23,7 +23,7 @@ require_torch(torch.__version__)  # one line naming the version, before anything
 
 # the recipe and the data
 from recipe import DEFAULTS, KNOWN, Recipe, check_config, check_keys  # noqa: E402
-from data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, Batches, Data, channel_stats,  # noqa: E402
+from data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, Augmentation, Batches, Data, channel_stats,  # noqa: E402
                   crop_flip, cutout, eval_batches, load_cifar10, prepare_data, read_batch, split_train_val,
                   training_batches)
 # the networks, counted

@@ -208,7 +208,7 @@ def predict_labels(model: nn.Module, x: torch.Tensor, mean, std, engine: Engine,
                    tta: bool) -> torch.Tensor:
     """Class indices of uint8 images, as `evaluation.evaluate_recipe` scores them: the same normalisation, batches
     and (with `tta`) the recipe's test-time views."""
-    batches = Batches(x, torch.zeros(len(x), dtype=torch.long), EVAL_BATCH, mean, std, engine.device)
+    batches = Batches((x, torch.zeros(len(x), dtype=torch.long)), EVAL_BATCH, (mean, std), engine.device)
     views = Recipe.of(config).tta_views
     return predict(model, batches, engine, tta=tta, views=views).argmax(1).cpu()
 

@@ -5,7 +5,7 @@ Usage (from the repository root):
     python benchmarks/train_speed.py --data-dir DIR --compile    # also measure torch.compile's cost and gain
 
 Both sides train the same images at batch size 128 with SGD (lr 0.01, momentum 0.9), random crop + flip:
-  engine  helpers.Engine + helpers.Batches + helpers.train_epoch: uint8 data kept on the device, augmentation
+  engine  helpers.Engine + helpers.Batches + the step of helpers.fit: uint8 data kept on the device, augmentation
           on the device for whole batches, bf16/fp16 autocast and channels_last on CUDA, no .item() per step.
           Three variants in the same run: eager; the training step replayed as a CUDA graph (checked against
           eager first); the graph with the whole epoch augmented in one pass. The graph variants need CUDA
@@ -65,12 +65,20 @@ def clock(device):
     return time.perf_counter()
 
 
-def bench_engine(build, x, y, mean, std, device, args, graphs=False, whole_epoch=False, precision=None):
+def epoch(step, batches) -> None:
+    """One pass of the project's step over `batches`, as `helpers.fit`'s inner loop makes it (no schedule)."""
+    step.sums.reset()
+    for images, labels in batches:
+        step(images, labels)
+
+
+def bench_engine(build, x, y, mean, std, device, args, variant=(False, False, None)):
     """The project's path: eager, or with the training step replayed as a CUDA graph (`graphs`), with the
     augmentation per batch or for the whole epoch in one pass (`whole_epoch`). A first epoch is run untimed:
     it holds torch.compile's work (and the recompile for the smaller last batch), cuDNN's algorithm choice,
     the graph's warm-up, capture and check, and the allocator's growth. Returns None when the device cannot
-    take the path (a CUDA graph on a CPU, fp16 on a CPU)."""
+    take the path (a CUDA graph on a CPU, fp16 on a CPU). `variant`: (graphs, whole_epoch, precision)."""
+    graphs, whole_epoch, precision = variant
     if precision is not None and device.type != "cuda":
         return None
     engine = helpers.Engine.for_device(device, compile=args.compile, graphs=graphs, precision=precision)
@@ -79,16 +87,17 @@ def bench_engine(build, x, y, mean, std, device, args, graphs=False, whole_epoch
     model = build()
     module = engine.prepare(model)
     optimizer = engine.optimizer(model.parameters(), lr=LR, momentum=MOMENTUM)
-    step = helpers.TrainStep(module, optimizer, engine.scaler(), engine)
-    batches = helpers.Batches(x, y, BATCH, mean, std, device, shuffle=True, augment=True,
+    batches = helpers.Batches((x, y), BATCH, (mean, std), device, shuffle=True, augment=True,
                               whole_epoch=whole_epoch)
     start = clock(device)
-    captured, kind = helpers.graphed_step(step, batches)
-    helpers.train_epoch(step, batches, captured=captured)
+    module.train()
+    step = engine.step(module, optimizer, engine.scaler(), 0.0, batches)  # eager, or a checked CUDA graph
+    captured, kind = step.graph, step.kind
+    epoch(step, batches)
     warmup = clock(device) - start
     start = clock(device)
     for _ in range(args.epochs):
-        helpers.train_epoch(step, batches, captured=captured)
+        epoch(step, batches)
     seconds = clock(device) - start
     replay_ips = None
     if captured is not None and captured.graph is not None:
@@ -189,7 +198,7 @@ def main():
         timed = {}
         for label, graphs, whole_epoch, precision in VARIANTS:
             helpers.set_seed(0)
-            timed[label] = bench_engine(build, x, y, mean, std, device, args, graphs, whole_epoch, precision)
+            timed[label] = bench_engine(build, x, y, mean, std, device, args, (graphs, whole_epoch, precision))
         helpers.set_seed(0)
         naive = bench_naive(build, x, y, mean, std, device, args)
         flops = helpers.flops_per_image(build(), backward=True, batch=BATCH)

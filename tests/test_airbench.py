@@ -82,8 +82,8 @@ def test_dirac_initialisation_passes_the_first_channels_through():
 
 def test_alternating_flips_mirror_each_image_on_every_other_epoch():
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
-    batches = H.Batches(x, torch.arange(64), 16, torch.zeros(3), torch.ones(3), "cpu", shuffle=True,
-                        augment=True, pad=0, flip="alternate")
+    batches = H.Batches((x, torch.arange(64)), 16, (torch.zeros(3), torch.ones(3)), "cpu", shuffle=True,
+                        augment=H.Augmentation(pad=0, flip="alternate"))
     epochs = []
     for _ in range(3):
         seen = torch.empty(64, 3, 8, 8)
@@ -128,8 +128,8 @@ def test_six_tta_views_are_airbench_s_translations_weighted_as_theirs():
     assert torch.equal(views[1], x.flip(-1)) and torch.equal(views[5], up_left.flip(-1))
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-    batches = H.Batches(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), 2,
-                        torch.zeros(3), torch.ones(3), "cpu")
+    batches = H.Batches((torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)), 2,
+                        (torch.zeros(3), torch.ones(3)), "cpu")
     batches.normalise = lambda images: x  # known float images through the real predict()
     logits = H.predict(model, batches, H.Engine.for_device("cpu"), tta=True, views=6)
     with torch.no_grad():
@@ -229,7 +229,7 @@ def test_the_whitening_filters_come_from_the_training_images_and_stay(tiny, engi
     trained = {}
     H.run_experiment("air", AIRBENCH, lambda: trained.setdefault("model", narrow()()), tiny, engine,
                      ResultsStore(tmp_path))
-    train = H.training_batches(*tiny.train, H.Recipe.of(AIRBENCH), tiny, "cpu")
+    train = H.training_batches(tiny.train, H.Recipe.of(AIRBENCH), tiny, "cpu")
     fresh = air.Whitening()
     fresh.fit_to(train.normalise(train.x[:H.WHITENING_IMAGES]))
     assert torch.allclose(trained["model"].whiten.weight, fresh.weight, atol=1e-6)
@@ -285,7 +285,7 @@ def test_airbench_recipe_under_a_cuda_graph_matches_eager(data):
     for graphs in (None, False):
         engine = H.Engine.for_device("cuda", graphs=graphs)
         H.set_seed(0)
-        train = H.training_batches(*small.train, H.Recipe.of(config), small, "cuda")
+        train = H.training_batches(small.train, H.Recipe.of(config), small, "cuda")
         model = narrow((64, 128, 128))()
         H.fit_to_data(model, train.normalise(train.x[:H.WHITENING_IMAGES]))  # as run_experiment does
         runs[graphs] = H.fit(model, train, H.eval_batches(small.val, small, "cuda"), H.Recipe.of(config), engine)

@@ -103,9 +103,9 @@ def test_cutout_blanks_one_clipped_square_per_image():
 def test_batches_with_cutout_blank_squares_and_without_it_draw_nothing_more(raw):
     x, y = raw["train_x"][:256], raw["train_y"][:256]
     mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
-    plain = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, augment=True, seed=6)
-    off = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, augment=True, seed=6, cutout=0)
-    on = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, augment=True, seed=6, cutout=8)
+    plain = H.Batches((x, y), 128, (mean, std), "cpu", shuffle=True, augment=True, seed=6)
+    off = H.Batches((x, y), 128, (mean, std), "cpu", shuffle=True, augment=H.Augmentation(cutout=0), seed=6)
+    on = H.Batches((x, y), 128, (mean, std), "cpu", shuffle=True, augment=H.Augmentation(cutout=8), seed=6)
     for (a, la), (b, lb), (c, lc) in zip(plain, off, on):
         assert torch.equal(a, b) and torch.equal(la, lb) and torch.equal(la, lc)
         blank = (c == 0).all(1).flatten(1).sum(1)  # pixels zero in all three channels
@@ -121,7 +121,7 @@ def test_batches_keep_labels_with_their_images(whole_epoch):
     x = (10 + torch.arange(n, dtype=torch.uint8)).view(n, 1, 1, 1).expand(n, 3, 32, 32).contiguous()
     y = torch.arange(n) % 10
     mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
-    batches = H.Batches(x, y, 64, mean, std, "cpu", shuffle=True, augment=True, seed=0, whole_epoch=whole_epoch)
+    batches = H.Batches((x, y), 64, (mean, std), "cpu", shuffle=True, augment=True, seed=0, whole_epoch=whole_epoch)
     seen = []
     for images, labels in batches:
         assert images.shape[1:] == (3, 32, 32) and images.dtype == torch.float32
@@ -137,8 +137,8 @@ def test_whole_epoch_preparation_gives_the_same_batches_without_augmentation(raw
     stream (the same permutation is drawn), including the smaller last batch."""
     x, y = raw["train_x"][:300], raw["train_y"][:300]
     mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
-    per_batch = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, seed=4)
-    whole = H.Batches(x, y, 128, mean, std, "cpu", shuffle=True, seed=4, whole_epoch=True)
+    per_batch = H.Batches((x, y), 128, (mean, std), "cpu", shuffle=True, seed=4)
+    whole = H.Batches((x, y), 128, (mean, std), "cpu", shuffle=True, seed=4, whole_epoch=True)
     for epoch in range(2):
         pairs = list(zip(per_batch, whole))
         assert [len(yb) for (_, yb), _ in pairs] == [128, 128, 44]

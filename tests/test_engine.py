@@ -58,7 +58,7 @@ def test_epoch_numbers_match_a_plain_loop(models, data):
     x, y = data.val[0][:300], data.val[1][:300]
     model = models["option1"]()
     engine = H.Engine.for_device("cpu")
-    batches = H.Batches(x, y, 128, data.mean, data.std, "cpu")
+    batches = H.Batches((x, y), 128, data.stats, "cpu")
     # evaluation: mean loss and accuracy over all images
     scores = H.evaluate(model, batches, engine)
     model.eval()
@@ -97,8 +97,8 @@ def test_training_on_real_data_learns(models, data):
     engine = H.Engine.for_device("cpu")
     config = {"epochs": 4, "batch_size": 64, "lr": 0.03, "momentum": 0.9, "weight_decay": 0.0,
               "schedule": "onecycle", "warmup": 0.2, "seed": 0}
-    train = H.Batches(*small.train, 64, data.mean, data.std, "cpu", shuffle=True, augment=True)
-    val = H.Batches(*small.val, 500, data.mean, data.std, "cpu")
+    train = H.Batches(small.train, 64, data.stats, "cpu", shuffle=True, augment=True)
+    val = H.Batches(small.val, 500, data.stats, "cpu")
     history = H.fit(models["option1"](), train, val, H.Recipe.of(config), engine).history
     assert history[-1]["val_acc"] >= 0.35, history
     assert history[-1]["train_loss"] < history[0]["train_loss"]

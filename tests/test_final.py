@@ -33,8 +33,8 @@ def shifted(x):
 
 def test_tta_averages_the_four_intended_views():
     x = torch.randn(6, 3, 32, 32)
-    batches = H.Batches(torch.zeros(6, 3, 32, 32, dtype=torch.uint8), torch.zeros(6, dtype=torch.long), 6,
-                        torch.zeros(3), torch.ones(3), "cpu")
+    batches = H.Batches((torch.zeros(6, 3, 32, 32, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)), 6,
+                        (torch.zeros(3), torch.ones(3)), "cpu")
     batches.normalise = lambda images: x  # feed known float images through the real predict()
     model = Recorder()
     logits = H.predict(model, batches, H.Engine.for_device("cpu"), tta=True)
@@ -104,7 +104,7 @@ def test_fit_averages_statistics_only_when_the_config_says_so(key, averaged):
     torch.manual_seed(0)
     x = torch.randint(0, 256, (80, 3, 32, 32), dtype=torch.uint8)  # 2 epochs of 5 steps: the average's
     y = torch.randint(0, 10, (80,))                                   # last update is the last step
-    train = H.Batches(x, y, 16, torch.full((3,), 0.5), torch.full((3,), 0.25), "cpu", shuffle=True)
+    train = H.Batches((x, y), 16, (torch.full((3,), 0.5), torch.full((3,), 0.25)), "cpu", shuffle=True)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(10))
     model(torch.zeros(2, 3, 32, 32))  # materialise the lazy layer before the average copies the model
     config = final_config(epochs=2, batch_size=16, **key)
@@ -122,9 +122,9 @@ def final_config(**changes):
 
 def test_final_recipe_learns_on_real_data(models, data):
     """The final network and recipe (EMA weights evaluated), 3 epochs on 2,000 real images."""
-    train = H.Batches(data.train[0][:2000], data.train[1][:2000], 64, data.mean, data.std, "cpu",
+    train = H.Batches((data.train[0][:2000], data.train[1][:2000]), 64, data.stats, "cpu",
                       shuffle=True, augment=True)
-    val = H.Batches(data.val[0][:500], data.val[1][:500], 500, data.mean, data.std, "cpu")
+    val = H.Batches((data.val[0][:500], data.val[1][:500]), 500, data.stats, "cpu")
     config = final_config(epochs=3, batch_size=64, lr=0.1)
     final, history, _, _ = H.fit(models["fast_resnet"](), train, val, H.Recipe.of(config), H.Engine.for_device("cpu"))
     assert isinstance(final, models["FastResNet"])  # the averaged copy is what gets evaluated
@@ -141,7 +141,7 @@ def test_reload_reproduces_the_stored_accuracy(models, data, tmp_path):
     assert path.stat().st_size < 16e6
     assert all(v.dtype == torch.float16 for v in torch.load(path).values() if v.is_floating_point())
     reloaded = load_weights(models["fast_resnet"](), path)
-    test = H.Batches(*small.test, 1024, data.mean, data.std, "cpu")
+    test = H.Batches(small.test, 1024, data.stats, "cpu")
     assert H.evaluate(reloaded, test, engine, tta=True)["acc"] == pytest.approx(summary["test_acc"], abs=1e-9)
     assert "best_val_acc" not in summary  # trained on train+val: no validation score to report
 

@@ -21,7 +21,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def batches_of(data, n, batch_size, device="cpu", augment=True):
-    return H.Batches(data.train[0][:n], data.train[1][:n], batch_size, data.mean, data.std, device,
+    return H.Batches((data.train[0][:n], data.train[1][:n]), batch_size, data.stats, device,
                      shuffle=True, augment=augment, seed=0)
 
 
@@ -225,8 +225,8 @@ def test_two_epochs_with_graphs_match_eager(models, data):
     runs = {}
     for graphs in (True, False):
         engine = H.Engine.for_device("cuda", graphs=graphs)
-        train = H.Batches(*small.train, 128, data.mean, data.std, "cuda", shuffle=True, augment=True)
-        val = H.Batches(*small.val, 1024, data.mean, data.std, "cuda")
+        train = H.Batches(small.train, 128, data.stats, "cuda", shuffle=True, augment=True)
+        val = H.Batches(small.val, 1024, data.stats, "cuda")
         H.set_seed(0)
         runs[graphs] = H.fit(models["option2"](), train, val, H.Recipe.of(config), engine)
     assert runs[True].step_kind == "cuda-graph" and runs[False].step_kind == "eager (GRAPHS=False)"

@@ -4,19 +4,33 @@ glance, and the numbers the notebook computes for its prose are right."""
 import ast
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
+import checks
 import helpers as H
 from conftest import NOTEBOOK, ROOT
 
-# each module and the project modules it may import: a DAG with helpers' training loop at its centre
-ALLOWED = {"checks": set(), "store": {"checks"}, "cuda_graph": set(), "safe_pickle": {"checks"},
-           "helpers": {"checks", "store", "cuda_graph", "safe_pickle"}, "plan": {"helpers", "store"},
-           "report": {"helpers", "store"},
-           "predictions": {"checks", "helpers", "safe_pickle", "store", "round3"},
-           "tools/update_readme": {"helpers", "report", "store"}, "tools/render": {"store"},
-           "tools/predict": {"checks", "helpers", "predictions", "store"}, "benchmarks/round3": {"helpers"}}
+# each module and the project modules it may import: a DAG with the training loop (training.py) below the runner
+ALLOWED = {"checks": set(), "safe_pickle": {"checks"}, "text": set(), "choices": set(), "recipe": {"checks"},
+           "networks": set(), "store": {"checks", "networks"}, "cuda_graph": set(),
+           "data": {"checks", "recipe", "safe_pickle", "text"}, "evaluation": {"data", "recipe"},
+           "training": {"choices", "cuda_graph", "data", "evaluation", "networks", "recipe", "store", "text"},
+           "experiments": {"checks", "choices", "data", "evaluation", "networks", "recipe", "store", "text",
+                           "training"},
+           "helpers": {"checks", "choices", "data", "evaluation", "experiments", "networks", "recipe", "text",
+                       "training"},
+           "plan": {"data", "recipe", "store", "text", "training"},
+           "report": {"choices", "data", "networks", "store", "text"},
+           "predictions": {"checks", "data", "evaluation", "recipe", "safe_pickle", "store", "text", "training",
+                           "round3"},
+           "tools/update_readme": {"experiments", "helpers", "report", "store"}, "tools/render": {"store"},
+           "tools/predict": {"checks", "helpers", "predictions", "store"},
+           "benchmarks/round3": {"experiments", "helpers"}}
+TRAINING_CODE = ("training", "experiments", "evaluation", "cuda_graph", "helpers")  # what report.py never loads
+MODULES = [m for m in ALLOWED if "/" not in m] + ["benchmarks/exploration", "benchmarks/train_speed"]
 
 
 def project_imports(module: str) -> set[str]:
@@ -29,6 +43,53 @@ def project_imports(module: str) -> set[str]:
 @pytest.mark.parametrize("module", list(ALLOWED))
 def test_modules_import_only_what_sits_below_them(module):
     assert project_imports(module) <= ALLOWED[module], module
+
+
+def test_the_report_loads_no_training_code():
+    """report.py's text and statistics come from text.py and choices.py: importing it loads no training module."""
+    found = subprocess.run([sys.executable, "-c", f"import report, sys; print([m for m in {TRAINING_CODE!r} "
+                            "if m in sys.modules])"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stdout
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_modules_stay_small_and_functions_take_few_parameters(module):
+    source = (ROOT / f"{module}.py").read_text()
+    assert len(source.splitlines()) <= 600, f"{module}: {len(source.splitlines())} lines"
+    tree = ast.parse(source)
+    wide = [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+            and len([a for a in node.args.args + node.args.kwonlyargs if a.arg not in ("self", "cls")]) > 8]
+    assert not wide, f"{module}: functions over 8 parameters: {wide}"
+
+
+def test_the_training_loop_fits_on_one_screen():
+    """fit builds the optimizer, schedule, averages and step, and runs the epochs, in at most 45 lines; the
+    graph-or-eager choice is made once, before the loop (`Engine.step`), not per batch inside it."""
+    tree = ast.parse((ROOT / "training.py").read_text())
+    (fit,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "fit"]
+    assert fit.end_lineno - fit.lineno + 1 <= 45
+    body = ast.unparse(fit)
+    for built in ("engine.optimizer(", "make_scheduler(", "ModelEMA(", "Lookahead(", "engine.step(", "resume("):
+        assert built in body, built
+    (epochs,) = [node for node in fit.body if isinstance(node, ast.For)]
+    assert not re.search(r"graph|captured", ast.unparse(epochs))  # the step was chosen before the loop
+    assert "_orig_mod" not in "".join((ROOT / f"{m}.py").read_text() for m in MODULES if m != "networks")
+
+
+def test_torch_older_than_the_floor_stops_at_import_with_one_line():
+    """torch 2.2 and older have no fused SGD: `import helpers` names the version found and the one needed."""
+    fake = "import torch; torch.__version__ = '2.2.2+cu121'; import helpers"
+    ran = subprocess.run([sys.executable, "-c", fake], cwd=ROOT, capture_output=True, text=True)
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines()[-1] == (
+        "checks.TorchTooOld: torch 2.2.2+cu121 found; this project needs torch >= 2.3 (with torchvision >= 0.18): "
+        "pip install -U 'torch>=2.3' 'torchvision>=0.18'")
+    for version in ("2.3.0", "2.3.1+cu121", "2.14.1+cu130", "3.0.0"):
+        checks.require_torch(version)  # no error
+    with pytest.raises(checks.TorchTooOld, match=r"torch 1\.13\.1 found"):
+        checks.require_torch("1.13.1")
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^torch>=2\.3\b", requirements, re.M) and re.search(r"^torchvision>=0\.18\b", requirements, re.M)
 
 
 def test_helpers_knows_no_experiment_name():

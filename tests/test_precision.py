@@ -211,8 +211,8 @@ def test_two_epochs_of_option2_in_fp16_learn_like_bf16(models, data):
     runs = {}
     for precision in ("fp16", "bf16"):
         engine = H.Engine.for_device("cuda", precision=precision)
-        train = H.Batches(*small.train, 128, data.mean, data.std, "cuda", shuffle=True, augment=True)
-        val = H.Batches(*small.val, 1024, data.mean, data.std, "cuda")
+        train = H.Batches(small.train, 128, data.stats, "cuda", shuffle=True, augment=True)
+        val = H.Batches(small.val, 1024, data.stats, "cuda")
         H.set_seed(0)
         runs[precision] = H.fit(models["option2"](), train, val, H.Recipe.of(config), engine)
     assert runs["fp16"].step_kind.startswith("eager (fp16") and runs["bf16"].step_kind == "cuda-graph"
