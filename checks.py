@@ -33,7 +33,8 @@ class TorchTooOld(ImportError):
     _render_traceback_ = BadInput._render_traceback_
 
 
-TORCH_FLOOR = (2, 3)  # the oldest torch that runs the quick notebook and the tests (README: the versions tried)
+# the oldest torch that runs the quick notebook and the tests (README: the versions tried)
+TORCH_FLOOR = (2, 3)
 TORCHVISION_FLOOR = "0.18"  # torchvision's release for torch 2.3
 
 
@@ -56,7 +57,8 @@ def shown(value) -> str:
 # 2. Values
 # ---------------------------------------------------------------------------------------------------
 
-TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")  # what papermill's -p and a hand-typed value may say
+# what papermill's -p and a hand-typed value may say
+TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
 def flag(name: str, value, none: bool = False) -> bool | None:
@@ -157,7 +159,8 @@ def parameters(namespace: dict) -> None:
             raise BadInput(f"the parameter {name} is not set: run the parameters cell first (Run all does)")
         value = check(name, namespace[name])
         if type(value) is not type(namespace[name]) and isinstance(namespace[name], str):
-            print(f"{name}: {namespace[name]!r} read as {value!r}")  # papermill's -p QUICK false, for one
+            # papermill's -p QUICK false, for one
+            print(f"{name}: {namespace[name]!r} read as {value!r}")
         namespace[name] = value
 
 
@@ -165,7 +168,8 @@ def parameters(namespace: dict) -> None:
 # 4. Folders the project writes to
 # ---------------------------------------------------------------------------------------------------
 
-FREE_NEEDED = 256 * 2**20  # bytes: a ResNet-18 checkpoint (weights and momentum, ~90 MB) and its atomic copy
+# bytes: a ResNet-18 checkpoint (weights and momentum, ~90 MB) and its atomic copy
+FREE_NEEDED = 256 * 2**20
 
 
 def why_unwritable(error: OSError) -> str:

@@ -107,7 +107,8 @@ def choose_by_mean(trials: dict[str, list[dict]], costs: dict[str, float], tie: 
     if not usable:
         raise ValueError("every recipe has a diverged seed: none to choose")
     best = max(usable, key=lambda label: scores[label].acc)
-    tied = [label for label in usable if scores[best].acc - scores[label].acc < tie]  # the best is among them
+    # the best is among them
+    tied = [label for label in usable if scores[best].acc - scores[label].acc < tie]
     chosen = min(tied, key=lambda label: (costs[label], -scores[label].acc))
     score = 100 * scores[chosen].acc
     if chosen == best:

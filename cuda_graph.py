@@ -19,7 +19,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-CHECK_STEPS = 3  # eager steps of warm-up before capture, then as many replays checked against eager steps
+# eager steps of warm-up before capture, then as many replays checked against eager steps
+CHECK_STEPS = 3
 
 # ---------------------------------------------------------------------------------------------------
 # 1. The captured step
@@ -42,12 +43,14 @@ class CapturedStep:
         side = torch.cuda.Stream(device)  # PyTorch's whole-network recipe: warm up on a side stream
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            for images, labels in warmup:  # cuDNN autotuning and the gradients' memory, outside the graph
+            # cuDNN autotuning and the gradients' memory, outside the graph
+            for images, labels in warmup:
                 self.load(images, labels)
                 self.body()
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):  # the gradients made in the warm-up keep their addresses: zeroed in place
+        # the gradients made in the warm-up keep their addresses: zeroed in place
+        with torch.cuda.graph(self.graph):
             self.loss = self.body()
 
     def load(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -93,7 +96,8 @@ def restore(model, optimizer, saved: dict) -> None:
     for t in state_tensors(model, optimizer):
         if id(t) in saved:
             t.copy_(saved[id(t)][1])
-        else:  # a momentum buffer made after the snapshot: SGD's first step from zero equals one without it
+        # a momentum buffer made after the snapshot: SGD's first step from zero equals one without it
+        else:
             t.zero_()
 
 
@@ -107,7 +111,8 @@ def compare_steps(losses_a, losses_b, weights_a, weights_b, start) -> str | None
     update_b = torch.cat([(w - s).float().flatten() for w, s in zip(weights_b, start)])
     cosine = F.cosine_similarity(update_a, update_b, 0).item()
     ratio = (update_a.norm() / update_b.norm()).item()
-    if not (cosine > 0.95 and abs(ratio - 1) <= 0.1):  # the weight updates point the same way, with a like size
+    # the weight updates point the same way, with a like size
+    if not (cosine > 0.95 and abs(ratio - 1) <= 0.1):
         return f"weight updates: cosine {cosine:.4f}, norm ratio {ratio:.4f}"
     return None
 

@@ -26,7 +26,8 @@ from text import count_text
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_FOLDER = "cifar-10-batches-py"
-QUICK_SUBSET = {"train": 256, "val": 128, "test": 128}  # images per split in quick mode: a smoke test
+# images per split in quick mode: a smoke test
+QUICK_SUBSET = {"train": 256, "val": 128, "test": 128}
 EVAL_BATCH = 1024  # images per evaluation batch
 
 BATCH_IMAGES = 10_000  # images in each of CIFAR-10's six batch files
@@ -43,7 +44,8 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         batch = safe_pickle.load(path)  # plain data: a planted pickle runs nothing
     except BadInput:
         raise
-    except Exception as error:  # noqa: BLE001 - truncated, random bytes, another format: all the same fault
+    # truncated, random bytes, another format: all the same fault
+    except Exception as error:  # noqa: BLE001
         raise BadInput(f"{path} is not a readable pickle ({type(error).__name__}: {error}); {fix}") from None
     batch = safe_pickle.text_keys(batch) if isinstance(batch, dict) else batch
     if not isinstance(batch, dict) or not {"data", "labels"} <= set(batch):
@@ -165,7 +167,8 @@ def crop_flip(images: torch.Tensor, pad: int = 4, generator: torch.Generator | N
         flip = torch.randint(0, 2, (b,), device=dev, generator=generator).bool()
     ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
     rows = dy[:, None] + ys[None, :]                                                   # (b, h)
-    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - xs[None, :], xs[None, :])  # (b, w): flip folded in
+    # (b, w): flip folded in
+    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - xs[None, :], xs[None, :])
     # advanced indices on dims 0, 2, 3 around a slice: the result comes out as (b, h, w, c)
     out = padded[torch.arange(b, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     out = out.permute(0, 3, 1, 2)  # (b, c, h, w) with channels_last strides
@@ -178,7 +181,8 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = 
     mean colour; at a random centre, clipped at the border, or with `inside` wholly inside (and the mask)."""
     b, _, h, w = images.shape
     dev = images.device
-    if inside:  # airbench: the top-left corner anywhere the whole square fits, so every image loses size**2 pixels
+    # airbench: the top-left corner anywhere the whole square fits, so every image loses size**2 pixels
+    if inside:
         top = torch.randint(0, h - size + 1, (b, 1, 1), device=dev, generator=generator)
         left = torch.randint(0, w - size + 1, (b, 1, 1), device=dev, generator=generator)
     else:
@@ -196,9 +200,11 @@ class Augmentation:
 
     pad: int = 4                 # pixels of padding before the random 32x32 crop
     pad_mode: str = "constant"   # "constant" (zeros) or "reflect"
-    flip: str = "random"         # "random": each image of each batch; "alternate": each image every other epoch
+    # "random": each image of each batch; "alternate": each image every other epoch
+    flip: str = "random"
     cutout: int = 0              # pixels: side of the blanked square; 0 for none
-    cutout_inside: bool = False  # the whole square inside the image (airbench), or clipped at the border
+    # the whole square inside the image (airbench), or clipped at the border
+    cutout_inside: bool = False
 
 
 class Batches:
@@ -217,10 +223,13 @@ class Batches:
         flip = self.augment.flip if self.augment else "random"
         if flip not in ("random", "alternate"):
             raise ValueError(f"flip must be 'random' or 'alternate', not {flip!r}")
-        self.epoch = 0  # epochs begun: "alternate" flips image i on the epochs whose parity differs from its own
+        # epochs begun: "alternate" flips image i on the epochs whose parity differs from its own
+        self.epoch = 0
         self.first_flips = None
-        if flip == "alternate":  # airbench: each image flipped on every other epoch, starting at random
-            draws = torch.Generator().manual_seed(seed)  # its own stream: the main one is left as it was
+        # airbench: each image flipped on every other epoch, starting at random
+        if flip == "alternate":
+            # its own stream: the main one is left as it was
+            draws = torch.Generator().manual_seed(seed)
             self.first_flips = torch.randint(0, 2, (len(x),), generator=draws).bool().to(device)
         # whole_epoch: augment the shuffled epoch in one pass and slice it, a dozen launches per epoch instead
         # of per batch, for when the step is a CUDA graph; same distribution, another order of random draws
@@ -276,7 +285,8 @@ class Batches:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-        self.epoch = state.get("epoch", 0)  # older checkpoints: random flips, where the count does not matter
+        # older checkpoints: random flips, where the count does not matter
+        self.epoch = state.get("epoch", 0)
 
 
 def training_batches(split: tuple[torch.Tensor, torch.Tensor], recipe: Recipe, data: Data, device) -> Batches:

@@ -16,7 +16,8 @@ from recipe import Recipe
 # ---------------------------------------------------------------------------------------------------
 
 
-TTA_WEIGHTS = {1: (1.0,), 4: (1 / 4,) * 4, 6: (1 / 4, 1 / 4) + (1 / 8,) * 4}  # views -> each view's weight
+# views -> each view's weight
+TTA_WEIGHTS = {1: (1.0,), 4: (1 / 4,) * 4, 6: (1 / 4, 1 / 4) + (1 / 8,) * 4}
 
 
 def tta_views(images: torch.Tensor, count: int = 4) -> list[torch.Tensor]:

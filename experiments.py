@@ -33,13 +33,16 @@ from training import Engine, FitResult, Progress, device_name, fit, set_seed
 
 MODEL_PREFIX = "model "                 # the six experiments: "model 1" ... "model 6"
 REFERENCE_RUN = "reference ResNet-18"   # ResNet-18 under Model 6's recipe, beside the six
-TUNING = "final validation"             # the final model's starting recipe, trained on the 45k split
+# the final model's starting recipe, trained on the 45k split
+TUNING = "final validation"
 SWEEP_PREFIX = "final sweep - "         # a tuning run: SWEEP_PREFIX + the label of its change
 BASE_LABEL = "starting recipe"          # how the sweep's table labels TUNING
 ROUND3_PREFIX = "final round 3 - "      # round 3 of the sweep: ROUND3_PREFIX + label + " - seed k"
 SEED_PREFIX = "final seed "             # the final model's seeds: "final seed 0", ...
-FIRST_SWEEP = "first-sweep"             # results/ subfolder: the first sweep, its chosen recipe and seeds, as run
-NETWORKS = {"fast_resnet": "FastResNet", "air_resnet": "AirResNet"}  # a final recipe's "arch", by name
+# results/ subfolder: the first sweep, its chosen recipe and seeds, as run
+FIRST_SWEEP = "first-sweep"
+# a final recipe's "arch", by name
+NETWORKS = {"fast_resnet": "FastResNet", "air_resnet": "AirResNet"}
 
 
 def seed_name(k: int) -> str:
@@ -77,28 +80,34 @@ def replay_log(name: str, summary: dict, history, root: Path, log_every: int = 1
 # 3. One run
 # ---------------------------------------------------------------------------------------------------
 
-WHITENING_IMAGES = 5000  # training images whose 2x2 patches set a whitening stem's filters (`fit_to_data`)
+# training images whose 2x2 patches set a whitening stem's filters (`fit_to_data`)
+WHITENING_IMAGES = 5000
 
 
 @dataclass(frozen=True)
 class Protocol:
     """How a run is trained and scored, the honest way: choices read validation, the test split is read once."""
 
-    split: str = "train"        # "train": the 45k split, scored on validation after each epoch; "full": all 50k
-    test: bool = True           # tested once at the end; False for a tuning run, scored on validation only
-    keep_weights: bool = False  # the final weights saved (fp16) and scored as saved, so a reload gives the number
+    # "train": the 45k split, scored on validation after each epoch; "full": all 50k
+    split: str = "train"
+    # tested once at the end; False for a tuning run, scored on validation only
+    test: bool = True
+    # the final weights saved (fp16) and scored as saved, so a reload gives the number
+    keep_weights: bool = False
 
 
 def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module], data: Data, engine: Engine,
                    store: ResultsStore, protocol: Protocol = Protocol(), progress: Progress = Progress()) -> dict:
     """Train the configuration `config` as `protocol` says and return its summary (also stored under `name`);
     a complete stored result of exactly this configuration is served instead, an interrupted one resumed."""
-    recipe = Recipe.of(config, name)  # a typo or a string where a number belongs stops here, before any epoch
+    # a typo or a string where a number belongs stops here, before any epoch
+    recipe = Recipe.of(config, name)
     stored = store.complete(name, config, build_model if protocol.keep_weights else None)
     if stored is not None:
         replay_log(name, *stored, store.root, progress.log_every)
         return stored[0]
-    writable_folder(store.root, "the results folder")  # a folder that cannot take the result stops it untrained
+    # a folder that cannot take the result stops it untrained
+    writable_folder(store.root, "the results folder")
     checkpoint = store.checkpoint(f"{name}-{config_hash(config)}")
     model, train, val = set_up(recipe, build_model, data, engine, protocol.split)
     result = fit(model, train, val, recipe, engine, checkpoint, dataclasses.replace(progress, label=name))
@@ -117,7 +126,8 @@ def set_up(recipe: Recipe, build_model: Callable[[], nn.Module], data: Data, eng
            split: str) -> tuple[nn.Module, Batches, Batches | None]:
     """The seeded model, prepared for its data (`networks.fit_to_data`), its training batches of `split`, and
     the validation batches when it trains on the 45k split (None on all 50k)."""
-    set_seed(recipe.seed)  # the weights, then the data order and augmentation: a run can be repeated
+    # the weights, then the data order and augmentation: a run can be repeated
+    set_seed(recipe.seed)
     model = build_model()
     train = training_batches(getattr(data, split), recipe, data, engine.device)
     val = eval_batches(data.val, data, engine.device) if split == "train" else None
@@ -146,7 +156,8 @@ def scores(result: FitResult, recipe: Recipe, engine: Engine, val: Batches | Non
     """A finished run's scores: on validation (the history's, and with test-time views when the recipe tests
     with them), on `test` once; with `weights`, of the weights as saved there (fp16)."""
     final, history, found = result.model, result.history, {}
-    if weights is not None:  # evaluate the weights exactly as saved, so that a reload reproduces the number
+    # evaluate the weights exactly as saved, so that a reload reproduces the number
+    if weights is not None:
         save_weights(final, weights)
         load_weights(unwrap(final), weights)
     if val is not None:

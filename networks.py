@@ -66,7 +66,8 @@ def flops_per_image(model: nn.Module, backward: bool = False, batch: int = 2) ->
     torch.utils.flop_counter counts them (convolutions and matmuls; a multiply-add is 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    meta = copy.deepcopy(model).to("meta").train(backward)  # shapes only: no arithmetic, the model untouched
+    # shapes only: no arithmetic, the model untouched
+    meta = copy.deepcopy(model).to("meta").train(backward)
     x, y = torch.empty(batch, 3, 32, 32, device="meta"), torch.zeros(batch, dtype=torch.long, device="meta")
     with FlopCounterMode(display=False) as counter:
         with torch.set_grad_enabled(backward):

@@ -44,7 +44,8 @@ def training_rate(build: Callable[[], nn.Module], config: dict, data: Data, engi
     """Training images per second of `build` under `config` here, on the step its run would take (CUDA graph or
     eager): the time of one epoch of `fit` over `batches` batches of real images, the second on CUDA (the
     first pays for autotuning). The probe's learning rate is 0: what it trains is thrown away."""
-    n = min(len(data.train[1]), batches * config["batch_size"])  # 6 full batches: the graph's warm-up and check
+    # 6 full batches: the graph's warm-up and check
+    n = min(len(data.train[1]), batches * config["batch_size"])
     probe = dataclasses.replace(Recipe.of({**config, "lr": 1.0}), lr=0.0, epochs=2 if engine.device.type == "cuda" else 1)
     train = training_batches((data.train[0][:n], data.train[1][:n]), probe, data, engine.device)
     seconds = [row["seconds"] for row in fit(build(), train, None, probe, engine, progress=SILENT).history]

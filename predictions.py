@@ -186,8 +186,10 @@ def stored_model(store: ResultsStore, name: str, namespace: dict) -> tuple[nn.Mo
     summary = summaries[name]
     try:
         return load_weights(network_for(summary["config"], namespace), weights), summary
-    except Exception as error:  # noqa: BLE001 - garbage, cut short, another architecture: the same fault
-        first = str(error).split(". ")[0].splitlines()[0]  # the cause, not torch's advice that follows
+    # garbage, cut short, another architecture: the same fault
+    except Exception as error:  # noqa: BLE001
+        # the cause, not torch's advice that follows
+        first = str(error).split(". ")[0].splitlines()[0]
         raise BadInput(f"{weights} does not load into the network of {name!r} ({type(error).__name__}: "
                        f"{first}); a Run all sets it aside and trains the run again") from None
 

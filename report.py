@@ -208,7 +208,8 @@ def markdown_table(table) -> str:
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "±": r"$\pm$", "×": r"$\times$"}
-LATEX_WRAP = 36  # characters: a longer text cell wraps in a LATEX_WRAP // 2 em wide column of the PDF's tables
+# characters: a longer text cell wraps in a LATEX_WRAP // 2 em wide column of the PDF's tables
+LATEX_WRAP = 36
 
 
 def latex_escape(text) -> str:
@@ -249,7 +250,8 @@ def latex_table(table) -> str:
         columns.append([table_cell(v, decimals) for v in column.tolist()])
 
     def text_align(cells) -> str:
-        wrap = max(map(len, cells), default=0) > LATEX_WRAP  # a long label wraps: the table keeps a legible size
+        # a long label wraps: the table keeps a legible size
+        wrap = max(map(len, cells), default=0) > LATEX_WRAP
         return rf">{{\raggedright\arraybackslash}}p{{{LATEX_WRAP // 2}em}}" if wrap else "l"
 
     align = text_align([str(i) for i in frame.index]) + "".join(
@@ -382,7 +384,8 @@ def block_table(model, blocks: list[str], device="cpu"):
     shapes: dict[str, tuple] = {}
 
     def record(name):
-        def hook(_module, _inputs, out) -> None:  # a hook that returns something replaces the output
+        # a hook that returns something replaces the output
+        def hook(_module, _inputs, out) -> None:
             shapes[name] = tuple(out.shape[1:])
         return hook
 
@@ -443,7 +446,8 @@ def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, st
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Validation loss")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=8, loc="lower right")  # below the rising curves; one legend serves both panels
+    # below the rising curves; one legend serves both panels
+    ax_acc.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{names[0]} vs {names[1]}", fontsize=11)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
@@ -463,7 +467,8 @@ def plot_train_val(store: ResultsStore, names: list[str], labels: list[str], pat
         ax.plot(h["epoch"], 100 * h["train_acc"], label="training (augmented)")
         ax.plot(h["epoch"], 100 * h["val_acc"], label="validation")
         ax.set_title(label, fontsize=8)
-        ax.set_ylim(60, 100.5)  # the first epochs (below 60%) would squeeze the gap that the panel is about
+        # the first epochs (below 60%) would squeeze the gap that the panel is about
+        ax.set_ylim(60, 100.5)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")

@@ -44,7 +44,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     leaves the old file or none, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")  # same suffix: writers go by it
+    # same suffix: writers go by it
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)  # a rename is atomic
@@ -58,13 +59,16 @@ def quarantine(path: Path, reason: str) -> None:
     aside = path.with_name(path.name + ".corrupt")
     try:
         os.replace(path, aside)
-    except FileNotFoundError:  # two Run alls found the same file: the first one set it aside and warned
+    # two Run alls found the same file: the first one set it aside and warned
+    except FileNotFoundError:
         return
     warnings.warn(f"{path}: {reason}; moved aside to {aside.name}", stacklevel=3)
 
 
-PARTIAL = re.compile(r"^\..+\.partial-(\d+)(\.[^.]*)?$")  # `atomic_write`'s temporary files, by writer's pid
-STALE_SECONDS = 60  # a temporary file lives for one write: one this old whose writer is gone is a leftover
+# `atomic_write`'s temporary files, by writer's pid
+PARTIAL = re.compile(r"^\..+\.partial-(\d+)(\.[^.]*)?$")
+# a temporary file lives for one write: one this old whose writer is gone is a leftover
+STALE_SECONDS = 60
 
 
 def process_alive(pid: int) -> bool:
@@ -228,7 +232,8 @@ class ResultsStore:
                 raise ValueError("incomplete rows")
             history[list(HISTORY_COLUMNS)].astype(float)  # every column there, and numbers
             return history
-        except (ValueError, KeyError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors
+        # pandas' parser errors are ValueErrors
+        except (ValueError, KeyError, UnicodeDecodeError) as error:
             quarantine(path, f"history unreadable ({type(error).__name__}); the experiment will be retrained")
             return None
 
@@ -255,7 +260,8 @@ class ResultsStore:
                 return None
             try:
                 load_weights(build(), weights)
-            except Exception as error:  # noqa: BLE001 - garbage, cut short, another architecture: retrain
+            # garbage, cut short, another architecture: retrain
+            except Exception as error:  # noqa: BLE001
                 quarantine(weights, f"weights do not load into the run's architecture ({type(error).__name__}: "
                                     f"{str(error)[:160]}); the experiment will be retrained")
                 return None

@@ -74,7 +74,8 @@ def set_seed(seed: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}  # PRECISION -> autocast dtype
+# PRECISION -> autocast dtype
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
 def auto_precision(device: torch.device) -> tuple[str, str]:
@@ -105,8 +106,10 @@ def sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nes
 def from_decoupled(lr: float, weight_decay: float, momentum: float, batch_size: int) -> tuple[float, float]:
     """airbench's decoupled hyperparameters (step size and decay per 1,024 examples, Nesterov `momentum`) as this
     engine's SGD on a mean loss: (lr, weight_decay), the same update of every step."""
-    examples = 1024 * (1 + 1 / (1 - momentum))  # momentum multiplies a constant gradient's step by 1 / (1 - m)
-    return lr * batch_size / examples, weight_decay / lr  # SGD's decay is applied times the learning rate
+    # momentum multiplies a constant gradient's step by 1 / (1 - m)
+    examples = 1024 * (1 + 1 / (1 - momentum))
+    # SGD's decay is applied times the learning rate
+    return lr * batch_size / examples, weight_decay / lr
 
 
 @dataclass
@@ -132,7 +135,8 @@ class Engine:
         else:
             raise ValueError(f"PRECISION must be None or one of {list(PRECISIONS)}, not {precision!r}")
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
+            # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
             if precision == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
                 warnings.warn("bf16 on a GPU older than compute capability 8.0 is emulated and slow; "
                               "fp16 is this GPU's fast path", stacklevel=2)
@@ -163,7 +167,8 @@ class Engine:
                   nesterov: bool = False) -> torch.optim.SGD:
         """`sgd`, fused on CUDA, multi-tensor elsewhere, its learning rate a tensor on the device."""
         optimizer = sgd(params, lr, momentum, weight_decay, nesterov, fused=self.device.type == "cuda")
-        self.lr_on_device(optimizer)  # so that a schedule can change it between replays of a CUDA graph
+        # so that a schedule can change it between replays of a CUDA graph
+        self.lr_on_device(optimizer)
         return optimizer
 
     def synchronize(self) -> None:
@@ -187,7 +192,8 @@ class Engine:
             return False, "eager (fp16 needs a gradient scaler, whose inf checks are not graph-safe)"
         if self.amp_dtype is None:
             return False, "eager (fp32: the graph is captured for bf16 only)"
-        return True, "cuda-graph"  # with torch.compile too: its kernels are captured like eager ones
+        # with torch.compile too: its kernels are captured like eager ones
+        return True, "cuda-graph"
 
     def step(self, model: nn.Module, optimizer, scaler, label_smoothing: float, train: Batches | None) -> "Step":
         """The run's training step, chosen once: a CUDA graph when `graph_plan` says so and its replays of
@@ -197,7 +203,8 @@ class Engine:
         use_graph, kind = self.graph_plan()
         if not (use_graph and train is not None):
             return Step(eager, sums, None, kind)
-        graph, kind = checked_capture(eager, sums, train.fixed_batches(2 * CHECK_STEPS))  # warm-up, then checks
+        # warm-up, then checks
+        graph, kind = checked_capture(eager, sums, train.fixed_batches(2 * CHECK_STEPS))
         return Step(eager, sums, graph, kind)
 
 
@@ -334,8 +341,10 @@ class Lookahead:
         live = [t.detach() for t in self.tensors(model)]
         if self.steps % self.every == 0:
             torch._foreach_lerp_(self.slow, live, 1 - 0.95 ** 5 * (self.steps / self.total) ** 3)
-            torch._foreach_copy_(live, self.slow)  # in place: a CUDA graph keeps reading the same tensors
-        if self.steps == self.total:  # the run ends on the slow weights, as airbench's final update(decay=1.0)
+            # in place: a CUDA graph keeps reading the same tensors
+            torch._foreach_copy_(live, self.slow)
+        # the run ends on the slow weights, as airbench's final update(decay=1.0)
+        if self.steps == self.total:
             torch._foreach_copy_(live, self.slow)
 
     def state_dict(self) -> dict:
@@ -356,7 +365,8 @@ def parameter_groups(model: nn.Module, recipe: Recipe, steps_per_epoch: int) -> 
     network names parameters to treat apart (`networks.parameter_roles`: a whitening stem's filters, its bias)."""
     roles, scale = parameter_roles(model), recipe.bias_lr_scale
     if scale == 1 and not recipe.freeze_bn_scale and not roles:
-        return [{"params": list(model.parameters())}]  # every run before these options: one group, as it was
+        # every run before these options: one group, as it was
+        return [{"params": list(model.parameters())}]
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
     scales, biases = [m.weight for m in norms], [m.bias for m in norms]
     frozen = roles.get("frozen", []) + (scales if recipe.freeze_bn_scale else [])
@@ -366,7 +376,8 @@ def parameter_groups(model: nn.Module, recipe: Recipe, steps_per_epoch: int) -> 
     groups = [  # the weights first: fit logs group 0's learning rate
         {"name": "weights", "params": [p for p in model.parameters() if id(p) not in special]},
         {"name": "BatchNorm biases", "params": biases, **bias_group},
-        {"name": "frozen", "params": frozen, "lr": 0.0},  # lr 0, not requires_grad: a CUDA graph stays valid
+        # lr 0, not requires_grad: a CUDA graph stays valid
+        {"name": "frozen", "params": frozen, "lr": 0.0},
         # trained for its first epochs only: a learning rate of 0 afterwards (`make_scheduler`)
         {"name": "whitening bias", "params": stem_bias, "frozen_after": recipe.whiten_bias_epochs * steps_per_epoch},
     ]
@@ -409,8 +420,10 @@ def read_checkpoint(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # generator states stay CPU tensors
-    except Exception as error:  # noqa: BLE001 - cut short by a disconnect, damaged by a sync, anything else
+        # generator states stay CPU tensors
+        return torch.load(path, map_location="cpu", weights_only=True)
+    # cut short by a disconnect, damaged by a sync, anything else
+    except Exception as error:  # noqa: BLE001
         quarantine(path, f"checkpoint unreadable ({type(error).__name__}); training starts afresh")
         return None
 
@@ -509,7 +522,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, recipe: Recipe, e
         checkpoint: Path | None = None, progress: Progress = Progress()) -> FitResult:
     """Train `model` for `recipe.epochs` epochs on `train`, scored on `val` after each (when given), resuming from
     `checkpoint` and writing it as `progress` says; a non-finite loss ends the run at that epoch."""
-    module = engine.prepare(model)  # what is called (compiled when asked); `model` holds the weights
+    module = engine.prepare(model)  # called (compiled when asked); `model` holds the weights
     optimizer = engine.optimizer(parameter_groups(model, recipe, len(train)), recipe.lr, recipe.momentum,
                                  recipe.weight_decay, recipe.nesterov)
     schedule = make_scheduler(optimizer, recipe.schedule, recipe.epochs, len(train), recipe.warmup,
