@@ -33,14 +33,14 @@ class TorchTooOld(ImportError):
     _render_traceback_ = BadInput._render_traceback_
 
 
-# the oldest torch that runs the quick notebook and the tests (README: the versions tried)
-TORCH_FLOOR = (2, 3)
-TORCHVISION_FLOOR = "0.18"  # torchvision's release for torch 2.3
+# CPU fused SGD and schedules that fill a tensor lr in place (README: the versions tried)
+TORCH_FLOOR = (2, 4)
+TORCHVISION_FLOOR = "0.19"  # torchvision's release for torch 2.4
 
 
 def require_torch(version: str, floor: tuple[int, int] = TORCH_FLOOR) -> None:
     """Refuse a torch `version` ("2.1.2+cu121") older than `floor` with one line naming both and the fix: older
-    ones fail later, inside training (torch 2.2's SGD has no `fused`)."""
+    ones fail later, inside training (torch 2.2 has no fused SGD, 2.3 none on the CPU)."""
     found = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
     if found < floor:
         needed = ".".join(map(str, floor))

@@ -77,19 +77,20 @@ def test_the_training_loop_fits_on_one_screen():
 
 
 def test_torch_older_than_the_floor_stops_at_import_with_one_line():
-    """torch 2.2 and older have no fused SGD: `import helpers` names the version found and the one needed."""
-    fake = "import torch; torch.__version__ = '2.2.2+cu121'; import helpers"
+    """torch 2.3 and older lack CPU fused SGD and schedules that fill a tensor learning rate in place: `import
+    helpers` names the version found and the one needed."""
+    fake = "import torch; torch.__version__ = '2.3.1+cu121'; import helpers"
     ran = subprocess.run([sys.executable, "-c", fake], cwd=ROOT, capture_output=True, text=True)
     assert ran.returncode == 1
     assert ran.stderr.strip().splitlines()[-1] == (
-        "checks.TorchTooOld: torch 2.2.2+cu121 found; this project needs torch >= 2.3 (with torchvision >= 0.18): "
-        "pip install -U 'torch>=2.3' 'torchvision>=0.18'")
-    for version in ("2.3.0", "2.3.1+cu121", "2.14.1+cu130", "3.0.0"):
+        "checks.TorchTooOld: torch 2.3.1+cu121 found; this project needs torch >= 2.4 (with torchvision >= 0.19): "
+        "pip install -U 'torch>=2.4' 'torchvision>=0.19'")
+    for version in ("2.4.0", "2.4.1+cu121", "2.14.1+cu130", "3.0.0"):
         checks.require_torch(version)  # no error
     with pytest.raises(checks.TorchTooOld, match=r"torch 1\.13\.1 found"):
         checks.require_torch("1.13.1")
     requirements = (ROOT / "requirements.txt").read_text()
-    assert re.search(r"^torch>=2\.3\b", requirements, re.M) and re.search(r"^torchvision>=0\.18\b", requirements, re.M)
+    assert re.search(r"^torch>=2\.4\b", requirements, re.M) and re.search(r"^torchvision>=0\.19\b", requirements, re.M)
 
 
 def test_helpers_knows_no_experiment_name():
