@@ -7,7 +7,7 @@ that no Python work is done per image. Nothing runs at import time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -196,15 +196,19 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """How `Batches` augments each training image: a random crop after padding, a flip, then cutout."""
+    """How `Batches` augments each training image: a random crop after padding, a flip, then cutout. Each field
+    is the recipe setting of the same name, its unit and default stated there (`recipe.Recipe`)."""
 
-    pad: int = 4                 # pixels of padding before the random 32x32 crop
-    pad_mode: str = "constant"   # "constant" (zeros) or "reflect"
-    # "random": each image of each batch; "alternate": each image every other epoch
-    flip: str = "random"
-    cutout: int = 0              # pixels: side of the blanked square; 0 for none
-    # the whole square inside the image (airbench), or clipped at the border
-    cutout_inside: bool = False
+    pad: int = Recipe.pad
+    pad_mode: str = Recipe.pad_mode
+    flip: str = Recipe.flip
+    cutout: int = Recipe.cutout
+    cutout_inside: bool = Recipe.cutout_inside
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> "Augmentation":
+        """The augmentation a run of `recipe` trains with."""
+        return cls(**{f.name: getattr(recipe, f.name) for f in fields(cls)})
 
 
 class Batches:
@@ -291,8 +295,8 @@ class Batches:
 
 def training_batches(split: tuple[torch.Tensor, torch.Tensor], recipe: Recipe, data: Data, device) -> Batches:
     """The shuffled, augmented batches of `split` that a run of `recipe` trains on (crop and flip, cutout)."""
-    augment = Augmentation(recipe.pad, recipe.pad_mode, recipe.flip, recipe.cutout, recipe.cutout_inside)
-    return Batches(split, recipe.batch_size, data.stats, device, shuffle=True, augment=augment, seed=recipe.seed)
+    return Batches(split, recipe.batch_size, data.stats, device, shuffle=True, augment=Augmentation.of(recipe),
+                   seed=recipe.seed)
 
 
 def eval_batches(split: tuple[torch.Tensor, torch.Tensor], data: Data, device) -> Batches:

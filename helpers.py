@@ -23,17 +23,16 @@ require_torch(torch.__version__)  # one line naming the version, before anything
 
 # the recipe and the data
 from recipe import DEFAULTS, KNOWN, Recipe, check_config, check_keys  # noqa: E402
-from data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, Augmentation, Batches, Data, channel_stats,  # noqa: E402
-                  crop_flip, cutout, eval_batches, load_cifar10, prepare_data, read_batch, split_train_val,
-                  training_batches)
+from data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, Augmentation, Batches, Data,  # noqa: E402
+                  channel_stats, crop_flip, cutout, eval_batches, load_cifar10, prepare_data, read_batch,
+                  split_train_val, training_batches)
 # the networks, counted
 from networks import (count_parameters, fit_to_data, flops_per_image, notebook_namespace,  # noqa: E402
                       torchsummary_total, unwrap)
 # training one model, and scoring it
 from training import (Engine, EpochSums, FitResult, Lookahead, ModelEMA, Progress, Step, TrainStep,  # noqa: E402
                       device_name, environment_report, fit, from_decoupled, joined_kind, make_scheduler,
-                      parameter_groups,
-                      pick_device, set_seed, sgd)
+                      parameter_groups, pick_device, set_seed, sgd)
 from evaluation import TTA_WEIGHTS, confusion_matrix, evaluate, evaluate_recipe, predict, tta_views  # noqa: E402
 # experiments, and the choices between them
 from experiments import (BASE_LABEL, NETWORKS, REFERENCE_RUN, SWEEP_PREFIX, TUNING, WHITENING_IMAGES,  # noqa: E402

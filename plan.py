@@ -46,7 +46,9 @@ def training_rate(build: Callable[[], nn.Module], config: dict, data: Data, engi
     first pays for autotuning). The probe's learning rate is 0: what it trains is thrown away."""
     # 6 full batches: the graph's warm-up and check
     n = min(len(data.train[1]), batches * config["batch_size"])
-    probe = dataclasses.replace(Recipe.of({**config, "lr": 1.0}), lr=0.0, epochs=2 if engine.device.type == "cuda" else 1)
+    epochs = 2 if engine.device.type == "cuda" else 1
+    # checked as a run is (a positive lr), then trained at lr 0
+    probe = dataclasses.replace(Recipe.of({**config, "lr": 1.0}), lr=0.0, epochs=epochs)
     train = training_batches((data.train[0][:n], data.train[1][:n]), probe, data, engine.device)
     seconds = [row["seconds"] for row in fit(build(), train, None, probe, engine, progress=SILENT).history]
     return n / (seconds[-1] - (seconds[-2] if len(seconds) > 1 else 0.0))

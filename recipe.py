@@ -26,7 +26,7 @@ class Recipe:
     momentum: float = 0.9        # SGD momentum
     weight_decay: float = 0.0    # L2 penalty added to each gradient (SGD's weight_decay)
     nesterov: bool = False       # Nesterov momentum
-    # the schedule: a multiplier of the learning rate at each step (`training.schedule`)
+    # the schedule: a multiplier of the learning rate at each step (`training.make_scheduler`)
     schedule: str = "constant"   # constant, cosine or onecycle
     warmup: float = 0.0          # onecycle: fraction of all steps spent rising from `lr_start` to 1
     lr_start: float = 0.1        # onecycle: the multiplier the warm-up starts from (airbench's triangle: 0.2)
@@ -35,13 +35,13 @@ class Recipe:
     label_smoothing: float = 0.0  # probability mass spread over the other classes
     ema_decay: float = 0.0       # weight average: 0 for none, else its decay per update (`training.ModelEMA`)
     ema_buffers: str = "copy"    # the average's BatchNorm statistics: "average", or "copy" as every run before it
-    # augmentation (`data.Batches`)
+    # augmentation (`data.Augmentation`, applied by `data.Batches`)
     pad: int = 4                 # pixels of padding before the random 32x32 crop
     pad_mode: str = "constant"   # the padding: "constant" (zeros, black) or "reflect" (airbench: no black border)
     flip: str = "random"         # "random": each image of each batch; "alternate": each image every other epoch
     cutout: int = 0              # pixels: side of the square blanked in each training image; 0 for none
     cutout_inside: bool = False  # True: the whole square always inside the image (airbench); False: clipped
-    tta_views: int = 4           # test-time views (`training.tta_views`): 4, or airbench's 6
+    tta_views: int = 4           # test-time views (`evaluation.tta_views`): 4, or airbench's 6
     # airbench's ingredients (Jordan, arXiv 2404.00498), each off unless a recipe sets it
     bias_lr_scale: float = 1.0   # BatchNorm biases: lr x this, weight decay / this (the same decay per step); 64
     freeze_bn_scale: bool = False  # BatchNorm scales held at 1 by a learning rate of 0
@@ -63,7 +63,7 @@ class Recipe:
 
     def settings(self) -> dict:
         """Every setting by name, defaults filled in (not `given`)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "given"}
+        return {f.name: getattr(self, f.name) for f in SETTINGS}
 
 
 SETTINGS = [f for f in dataclasses.fields(Recipe) if f.name != "given"]

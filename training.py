@@ -463,7 +463,8 @@ def resume(checkpoint: Path | None, parts: dict, engine: "Engine") -> tuple[list
     torch.set_rng_state(saved["cpu_rng"])
     before, scaler = saved.get("precision", "a precision not recorded"), parts["scaler"]
     fresh_scaler = "; the gradient scaler starts fresh" if scaler.is_enabled() and not saved["scaler"] else ""
-    changed = "" if before == engine.precision else f" (written in {before}, continuing in {engine.precision}{fresh_scaler})"
+    changed = ("" if before == engine.precision
+               else f" (written in {before}, continuing in {engine.precision}{fresh_scaler})")
     print(f"resumed from {checkpoint} after epoch {len(saved['history'])}{changed}")
     return saved["history"], saved["seconds"], saved.get("step_kind")
 

@@ -46,8 +46,8 @@ QUICK = {"FINAL_EPOCHS": 1}  # what the notebook's quick mode sets, so that it s
 # Rounds 1 and 2: their recipes, as they ran
 # ---------------------------------------------------------------------------------------------------
 
-# The notebook's starting recipe (START, then named FINAL) and the recipe its first sweep chose, with the averaged statistics
-# wherever a weight average is used ("EMA fixed").
+# The notebook's starting recipe (START, then named FINAL) and the recipe its first sweep chose, with the averaged
+# statistics wherever a weight average is used ("EMA fixed").
 FIRST = {"arch": "fast_resnet", "widths": [64, 128, 256, 384], "epochs": 40, "batch_size": 512, "lr": 0.4,
          "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "schedule": "onecycle", "warmup": 0.2,
          "label_smoothing": 0.2, "ema_decay": 0.99, "pad": 4, "cutout": 0, "tta": True, "seed": 0,
