@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import safe_pickle
 from checks import BadInput
-from recipe import Recipe
+from recipe import CHOICES, Recipe
 from text import count_text
 
 # ---------------------------------------------------------------------------------------------------
@@ -205,6 +205,10 @@ class Augmentation:
     cutout: int = Recipe.cutout
     cutout_inside: bool = Recipe.cutout_inside
 
+    def __post_init__(self) -> None:
+        if self.flip not in CHOICES["flip"]:
+            raise ValueError(f"flip must be one of {CHOICES['flip']}, not {self.flip!r}")
+
     @classmethod
     def of(cls, recipe: Recipe) -> "Augmentation":
         """The augmentation a run of `recipe` trains with."""
@@ -224,14 +228,11 @@ class Batches:
         self.y = y.to(device)
         self.batch_size, self.shuffle = batch_size, shuffle
         self.augment = Augmentation() if augment is True else augment or None
-        flip = self.augment.flip if self.augment else "random"
-        if flip not in ("random", "alternate"):
-            raise ValueError(f"flip must be 'random' or 'alternate', not {flip!r}")
         # epochs begun: "alternate" flips image i on the epochs whose parity differs from its own
         self.epoch = 0
         self.first_flips = None
         # airbench: each image flipped on every other epoch, starting at random
-        if flip == "alternate":
+        if self.augment and self.augment.flip == "alternate":
             # its own stream: the main one is left as it was
             draws = torch.Generator().manual_seed(seed)
             self.first_flips = torch.randint(0, 2, (len(x),), generator=draws).bool().to(device)

@@ -3,7 +3,8 @@
 A configuration is the dict a run is stored under (`results/<name>.json`, "config"); its hash (`store.config_hash`)
 is taken of the settings as given, so a recipe that gains a setting keeps serving every run stored before it: the
 new field's default is what those runs trained with. `Recipe.of(config, run)` checks the configuration (unknown
-keys, missing keys, types) and fills in the defaults; nothing else reads a configuration's keys.
+keys, missing keys, types, the values of a few-valued setting) and fills in the defaults; nothing else reads a
+configuration's keys.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field
 
-from checks import BadInput, positive, shown, whole
+from checks import BadInput, choice, positive, shown, whole
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ REQUIRED = [f.name for f in SETTINGS if f.default is dataclasses.MISSING]
 DESCRIBED = ("arch", "widths", "blocks", "tta", "quick")  # what a run is: not checked against a default's type
 DEFAULTS = {f.name: f.default for f in SETTINGS if f.name not in REQUIRED and f.name not in DESCRIBED}
 KNOWN = [f.name for f in SETTINGS]  # every key a configuration may hold: the others are typos
+# the settings that take one of a few values: checked with the configuration, not when training reads them
+# (a tta_views of 5 would otherwise fail after the last epoch, a pad_mode typo at the first batch)
+CHOICES = {"schedule": ("constant", "cosine", "onecycle"), "ema_buffers": ("average", "copy"),
+           "pad_mode": ("constant", "reflect"), "flip": ("random", "alternate"), "tta_views": (4, 6)}
 
 
 def check_keys(config: dict, run: str = "a run") -> None:
@@ -84,7 +89,8 @@ def check_keys(config: dict, run: str = "a run") -> None:
 
 def check_config(config: dict, run: str = "a run") -> None:
     """`check_keys`, then the values that a run hashes and trains with: whole epochs, batch size and seed,
-    a positive learning rate, and each DEFAULTS key of its default's type (True for a bool, a number...)."""
+    a positive learning rate, each DEFAULTS key of its default's type (True for a bool, a number...), and each
+    CHOICES key one of its values."""
     check_keys(config, run)
     whole(f"{run}: config 'epochs'", config["epochs"])
     whole(f"{run}: config 'batch_size'", config["batch_size"])
@@ -94,6 +100,8 @@ def check_config(config: dict, run: str = "a run") -> None:
         if not same_kind(config.get(key, default), default):
             raise BadInput(f"{run}: config {key!r} must be of type {type(default).__name__}, like its default "
                            f"{default!r}, not {shown(config[key])}")
+    for key, options in CHOICES.items():
+        choice(options)(f"{run}: config {key!r}", config.get(key, DEFAULTS[key]))
 
 
 def same_kind(value, default) -> bool:

@@ -28,7 +28,7 @@ from cuda_graph import CHECK_STEPS, CapturedStep, checked_capture
 from data import Batches
 from evaluation import evaluate
 from networks import parameter_roles, unwrap
-from recipe import Recipe
+from recipe import CHOICES, Recipe
 from store import atomic_write, quarantine
 from text import count_text, format_duration, format_epoch, log_line, wrapped
 
@@ -282,8 +282,8 @@ class ModelEMA:
     steps with d = min(decay, (1 + n) / (10 + n)) after n updates (a short run is not dominated by the start)."""
 
     def __init__(self, model: nn.Module, decay: float = 0.99, every: int = 5, buffers: str = "average"):
-        if buffers not in ("average", "copy"):
-            raise ValueError(f"buffers must be 'average' or 'copy', not {buffers!r}")
+        if buffers not in CHOICES["ema_buffers"]:
+            raise ValueError(f"buffers must be one of {CHOICES['ema_buffers']}, not {buffers!r}")
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)

@@ -181,7 +181,12 @@ def test_a_misspelt_configuration_key_is_refused_before_a_model_is_built(data, t
                                                                 " the keys it takes: epochs, lr, batch_size, seed"),
                             ({**CONFIG, "lr": "0.1"}, "m: config 'lr' must be a positive number, not '0.1'"),
                             ({**CONFIG, "nesterov": "yes"}, "m: config 'nesterov' must be of type bool"),
-                            ({**CONFIG, "pad": 4.0}, "m: config 'pad' must be of type int")):
+                            ({**CONFIG, "pad": 4.0}, "m: config 'pad' must be of type int"),
+                            # a value that training would refuse only when it reads it (tta_views: after the run)
+                            ({**CONFIG, "tta_views": 5}, "m: config 'tta_views' must be one of 4, 6, not 5"),
+                            ({**CONFIG, "flip": "alternte"}, "m: config 'flip' must be one of 'random', 'alternate'"),
+                            ({**CONFIG, "schedule": "one-cycle"}, "m: config 'schedule' must be one of 'constant', "
+                                                                  "'cosine', 'onecycle', not 'one-cycle'")):
         with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
             H.run_experiment("m", config, build, data, engine, store)
     with pytest.raises(BadInput, match="sweep: the configuration has unknown key 'ema_decy'"):
