@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import safe_pickle
-from checks import BadInput
+from checks import BadInput, choice
 from recipe import CHOICES, Recipe
 from text import count_text
 
@@ -206,8 +206,10 @@ class Augmentation:
     cutout_inside: bool = Recipe.cutout_inside
 
     def __post_init__(self) -> None:
-        if self.flip not in CHOICES["flip"]:
-            raise ValueError(f"flip must be one of {CHOICES['flip']}, not {self.flip!r}")
+        # each setting of a few values (pad_mode, flip) against the recipe's one table of them
+        for f in fields(self):
+            if f.name in CHOICES:
+                choice(CHOICES[f.name])(f.name, getattr(self, f.name))
 
     @classmethod
     def of(cls, recipe: Recipe) -> "Augmentation":

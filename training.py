@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from checks import choice
 from choices import is_diverged
 from cuda_graph import CHECK_STEPS, CapturedStep, checked_capture
 from data import Batches
@@ -282,8 +283,7 @@ class ModelEMA:
     steps with d = min(decay, (1 + n) / (10 + n)) after n updates (a short run is not dominated by the start)."""
 
     def __init__(self, model: nn.Module, decay: float = 0.99, every: int = 5, buffers: str = "average"):
-        if buffers not in CHOICES["ema_buffers"]:
-            raise ValueError(f"buffers must be one of {CHOICES['ema_buffers']}, not {buffers!r}")
+        choice(CHOICES["ema_buffers"])("buffers", buffers)
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)

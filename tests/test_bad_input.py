@@ -194,6 +194,19 @@ def test_a_misspelt_configuration_key_is_refused_before_a_model_is_built(data, t
     assert not built and not list(tmp_path.iterdir())  # no model built, nothing written
 
 
+def test_augmentation_and_weight_average_built_directly_refuse_a_value_outside_the_table():
+    """Built without a recipe (tests, benchmarks), they check their few-valued settings against recipe.CHOICES."""
+    for build, message in ((lambda: H.Augmentation(pad_mode="reflct"),
+                            "pad_mode must be one of 'constant', 'reflect', not 'reflct'"),
+                           (lambda: H.Augmentation(flip="alternte"),
+                            "flip must be one of 'random', 'alternate', not 'alternte'"),
+                           (lambda: H.ModelEMA(tiny_net(), buffers="mean"),
+                            "buffers must be one of 'average', 'copy', not 'mean'")):
+        with pytest.raises(BadInput, match=message):
+            build()
+    assert H.Augmentation(pad_mode="reflect", flip="alternate").flip == "alternate"
+
+
 def test_every_stored_configuration_passes_the_checks():
     """The checks refuse nothing that the GPU's runs stored: every stored run keeps serving."""
     configs = [(path, json.loads(path.read_text())) for path in ROOT.glob("results/**/*.json")]

@@ -17,7 +17,7 @@ from conftest import NOTEBOOK, ROOT
 ALLOWED = {"checks": set(), "safe_pickle": {"checks"}, "text": set(), "choices": set(), "recipe": {"checks"},
            "networks": set(), "store": {"checks", "networks"}, "cuda_graph": set(),
            "data": {"checks", "recipe", "safe_pickle", "text"}, "evaluation": {"data", "recipe"},
-           "training": {"choices", "cuda_graph", "data", "evaluation", "networks", "recipe", "store", "text"},
+           "training": {"checks", "choices", "cuda_graph", "data", "evaluation", "networks", "recipe", "store", "text"},
            "experiments": {"checks", "choices", "data", "evaluation", "networks", "recipe", "store", "text",
                            "training"},
            "helpers": {"checks", "choices", "data", "evaluation", "experiments", "networks", "recipe", "text",
