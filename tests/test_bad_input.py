@@ -207,6 +207,18 @@ def test_augmentation_and_weight_average_built_directly_refuse_a_value_outside_t
     assert H.Augmentation(pad_mode="reflect", flip="alternate").flip == "alternate"
 
 
+def test_every_tta_view_count_the_table_admits_is_one_evaluation_makes():
+    """recipe.CHOICES restates tta_views' counts (recipe cannot import evaluation): a count the table admits but
+    evaluation lacks would pass the checks and fail after the last epoch."""
+    from evaluation import TTA_WEIGHTS
+    from recipe import CHOICES
+    images = torch.randn(2, 3, 8, 8)
+    for count in CHOICES["tta_views"]:
+        views = H.tta_views(images, count)
+        assert len(views) == len(TTA_WEIGHTS[count]) == count and abs(sum(TTA_WEIGHTS[count]) - 1) < 1e-12
+        assert all(view.shape == images.shape for view in views)
+
+
 def test_every_stored_configuration_passes_the_checks():
     """The checks refuse nothing that the GPU's runs stored: every stored run keeps serving."""
     configs = [(path, json.loads(path.read_text())) for path in ROOT.glob("results/**/*.json")]
