@@ -36,17 +36,49 @@ def standard_error(accuracy: float, images: int) -> float:
     return math.sqrt(accuracy * (1 - accuracy) / images)
 
 
-def difference_error(a: float, b: float, images: int) -> float:
-    """The standard error of the difference of two accuracies `a` and `b`, each measured on `images` images."""
-    return math.hypot(standard_error(a, images), standard_error(b, images))
+def difference_error(a: float, b: float, images: int, jitter: tuple[float, float] = (0.0, 0.0)) -> float:
+    """The standard error of the difference of two accuracies `a` and `b`, each measured on `images` images. With
+    `jitter`, each run's own epoch-to-epoch standard deviation (fractions) counts too: a single run's final epoch
+    is one draw of that jitter, independent of which images were sampled."""
+    return math.hypot(standard_error(a, images), standard_error(b, images), *jitter)
 
 
-def verdict(a: float, b: float, images: int) -> str:
-    """'higher', 'lower' or 'within noise': accuracy `a` against `b`, each on `images` validation images; a
-    difference under NOISE standard errors of that difference is within noise."""
-    if abs(a - b) < NOISE * difference_error(a, b, images):
+def verdict(a: float, b: float, images: int, jitter: tuple[float, float] = (0.0, 0.0)) -> str:
+    """'higher', 'lower' or 'within noise': accuracy `a` against `b`, each on `images` validation images (and each
+    jittering by `jitter`, see `difference_error`); under NOISE standard errors of the difference: within noise."""
+    if abs(a - b) < NOISE * difference_error(a, b, images, jitter):
         return "within noise"
     return "higher" if a > b else "lower"
+
+
+class SeedSpread(NamedTuple):
+    """A recipe's test accuracy over its seeds, with both of its errors (all in %, or points)."""
+
+    mean: float
+    seeds: int
+    # sample standard deviation over the seeds: the variation between training runs
+    seed_std: float
+    # the test set's sampling error at the mean: every seed is scored on the same images, so it never averages out
+    test_se: float
+
+    @property
+    def error(self) -> float:
+        """The standard error of the mean as an estimate of the recipe's accuracy on new images: the seeds' error
+        of the mean and the test set's sampling error, added in quadrature."""
+        return math.hypot(self.seed_std / math.sqrt(self.seeds), self.test_se)
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def seed_spread(accuracies: list[float], images: int) -> SeedSpread:
+    """`SeedSpread` of test accuracies in % (one per seed), each measured on the same `images` test images."""
+    mean, std = mean_and_std(accuracies)
+    return SeedSpread(mean, len(accuracies), std, 100 * standard_error(mean / 100, images))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ QUICK_SUBSET = {"train": 256, "val": 128, "test": 128}
 EVAL_BATCH = 1024  # images per evaluation batch
 
 BATCH_IMAGES = 10_000  # images in each of CIFAR-10's six batch files
+TEST_IMAGES = BATCH_IMAGES  # CIFAR-10's test split: one batch file
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@ Read it top to bottom as a map of the project; each module has one job:
 - `choices.py`      choosing on validation, and the noise of an accuracy
 - `text.py`         counts, durations and log lines, wrapped to the PDF's page
 Beside them: `store.py` (results on disk), `cuda_graph.py` (the step as a CUDA graph), `checks.py` (bad input),
-`plan.py` (what Run all will cost), `report.py` (tables and figures), `predictions.py` (a hidden test set).
+`plan.py` (what Run all will cost), `report.py` (tables and analysis), `figures.py` (its figures),
+`predictions.py` (a hidden test set).
 Importing this module checks the torch version and nothing else: no data is read, no device touched.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ require_torch(torch.__version__)  # one line naming the version, before anything
 
 # the recipe and the data
 from recipe import DEFAULTS, KNOWN, Recipe, check_config, check_keys  # noqa: E402
-from data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, Augmentation, Batches, Data,  # noqa: E402
+from data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, TEST_IMAGES, Augmentation, Batches, Data,  # noqa: E402
                   channel_stats, crop_flip, cutout, eval_batches, load_cifar10, prepare_data, read_batch,
                   split_train_val, training_batches)
 # the networks, counted
@@ -35,9 +36,9 @@ from training import (Engine, EpochSums, FitResult, Lookahead, ModelEMA, Progres
                       parameter_groups, pick_device, set_seed, sgd)
 from evaluation import TTA_WEIGHTS, confusion_matrix, evaluate, evaluate_recipe, predict, tta_views  # noqa: E402
 # experiments, and the choices between them
-from experiments import (BASE_LABEL, NETWORKS, REFERENCE_RUN, SWEEP_PREFIX, TUNING, WHITENING_IMAGES,  # noqa: E402
-                         Protocol, result_line, run_experiment, seed_name)
+from experiments import (BASE_LABEL, FIRST_SWEEP, NETWORKS, REFERENCE_RUN, SEED_PREFIX, SWEEP_PREFIX,  # noqa: E402
+                         TUNING, WHITENING_IMAGES, Protocol, result_line, run_experiment, seed_name)
 from choices import (NOISE, best_by_validation, choose_by_mean, choose_recipe, combine_changes,  # noqa: E402
-                     difference_error, is_diverged, learning_rate_on_validation, recipe_score, standard_error,
-                     validation_score, verdict)
+                     difference_error, is_diverged, learning_rate_on_validation, recipe_score, seed_spread,
+                     standard_error, validation_score, verdict)
 from text import count_text, format_duration, wrapped  # noqa: E402

@@ -1,4 +1,5 @@
-"""The report's tables, figures and summaries, computed from the results store. Accuracies are shown in percent.
+"""The report's tables and summaries, computed from the results store (its figures: `figures.py`). Accuracies are
+shown in percent.
 
 The notebook passes the names it gives its experiments; nothing here knows them. Every table has an HTML form
 (Jupyter, Colab, GitHub) and a LaTeX form (the PDF export: `report_tables`, `latex_table`).
@@ -11,15 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
-from choices import difference_error, diverged_epoch, is_diverged, validation_score, verdict
+from choices import (NOISE, SeedSpread, difference_error, diverged_epoch, is_diverged, mean_and_std, seed_spread,
+                     standard_error, validation_score, verdict)
 from data import CLASSES
 from networks import count_parameters
-from store import ResultsStore, atomic_write
+from store import ResultsStore
 from text import count_text
 
 # ---------------------------------------------------------------------------------------------------
-# 1. Numbers as text
+# 1. Names and numbers as text
 # ---------------------------------------------------------------------------------------------------
+
+AUTHORS = Path(__file__).resolve().parent / "AUTHORS"  # the team's names, the one place they are set
+
+
+def authors(path: str | Path = AUTHORS) -> list[str]:
+    """The names under the report's title: the lines of `path` that are not blank or comments (#)."""
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    names = [line for line in lines if line and not line.startswith("#")]
+    if not names:
+        raise ValueError(f"{path} names nobody: write one name per line (the project's name until you do)")
+    return names
+
 
 
 def accuracy_text(summary: dict | None, key: str = "test_acc") -> str:
@@ -34,13 +48,6 @@ def accuracy_text(summary: dict | None, key: str = "test_acc") -> str:
     return f"{100 * summary[key]:.2f}"
 
 
-def mean_and_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return mean, math.sqrt(var)
-
-
 def recipe_text(config: dict) -> str:
     """'option2, lr 0.01, weight decay 0.0005, cosine' from an experiment's configuration."""
     parts = [str(config.get("arch", "?")), f"lr {config.get('lr', '?')}"]
@@ -51,21 +58,27 @@ def recipe_text(config: dict) -> str:
     return ", ".join(parts)
 
 
-def difference_text(a: float, b: float, images: int) -> str:
+def difference_text(a: float, b: float, images: int, jitter: tuple[float, float] = (0.0, 0.0)) -> str:
     """'+2.78 points = 2.6 SE, higher': accuracy `a` minus `b` (fractions, each on `images` images), in standard
-    errors of that difference, and `choices.verdict` (under choices.NOISE standard errors: within noise)."""
-    errors = (a - b) / difference_error(a, b, images)
-    return f"{100 * (a - b):+.2f} points = {abs(errors):.1f} SE, {verdict(a, b, images)}"
+    errors of that difference (with each run's epoch-to-epoch `jitter` when given: `choices.difference_error`), and
+    `choices.verdict` (under choices.NOISE standard errors: within noise)."""
+    errors = abs(a - b) / difference_error(a, b, images, jitter)
+    # near the NOISE line one decimal could print a verdict beside a number that seems to contradict it
+    shown = f"{errors:.2f}" if abs(errors - NOISE) < 0.05 else f"{errors:.1f}"
+    return f"{100 * (a - b):+.2f} points = {shown} SE, {verdict(a, b, images, jitter)}"
 
 
-def compare_line(a: str, b: str, summaries: dict[str, dict], images: int) -> str:
+def compare_line(a: str, b: str, summaries: dict[str, dict], images: int,
+                 jitter: dict[str, float] | None = None) -> str:
     """'a 88.10 vs b 85.32: +2.78 points = 2.6 SE, higher': the final validation accuracies (%) of runs `a` and
-    `b`, each measured on `images` validation images, and their difference (`difference_text`)."""
+    `b`, each measured on `images` validation images, and their difference (`difference_text`); `jitter` maps a run
+    to its epoch-to-epoch standard deviation of validation accuracy (a fraction; `jitters`), counted as noise."""
     if summaries[a].get("diverged") or summaries[b].get("diverged"):
         text = {n: accuracy_text(summaries[n], "final_val_acc") for n in (a, b)}
         return f"{a} {text[a]} vs {b} {text[b]}: no verdict"
     va, vb = summaries[a]["final_val_acc"], summaries[b]["final_val_acc"]
-    return f"{a} {100 * va:.2f} vs {b} {100 * vb:.2f}: {difference_text(va, vb, images)}"
+    pair = (jitter[a], jitter[b]) if jitter else (0.0, 0.0)
+    return f"{a} {100 * va:.2f} vs {b} {100 * vb:.2f}: {difference_text(va, vb, images, pair)}"
 
 
 def cards(summaries: dict[str, dict]) -> list[str]:
@@ -138,19 +151,19 @@ def sweep_table(runs: dict[str, dict], images: int | None = None):
 
 
 def seeds_text(runs: list[dict], key: str) -> str:
-    """'95.12 +- 0.08' (%): the mean and standard deviation of an accuracy over a recipe's seeds, or why not."""
+    """'95.12 ± 0.08' (%): the mean and standard deviation of an accuracy over a recipe's seeds, or why not."""
     if not runs:
         return "pending"
     texts = [accuracy_text(run, key) for run in runs]
     if any(run.get("diverged") or run.get(key) is None for run in runs):
         return "; ".join(sorted(set(t for t in texts if not t[0].isdigit())))
     mean, std = mean_and_std([100 * run[key] for run in runs])
-    return f"{mean:.2f} +- {std:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
 
 
 def trials_table(trials: dict[str, list[dict]], costs: dict[str, float] | None = None):
     """One row per recipe of a round with seeds (trained on the 45k split, scored on validation only): seeds,
-    parameters, training GFLOP per image (`costs`), time per seed, validation accuracy mean +- std, plain and TTA."""
+    parameters, training GFLOP per image (`costs`), time per seed, validation accuracy mean ± std, plain and TTA."""
     import pandas as pd
 
     rows = []
@@ -296,46 +309,95 @@ def final_seeds(summaries: dict[str, dict], prefix: str) -> tuple[list[dict], li
     return tested, [100 * s["test_acc"] for s in tested], diverged
 
 
-def final_model_line(seeds: list[dict], networks: dict[str, str]) -> str | None:
-    """'Network, N parameters, ...: test accuracy mean +- std over N seeds (...)' from the seeds' summaries;
-    `networks` names each "arch" of a config."""
+def spread_text(spread: SeedSpread) -> str:
+    """'95.48% (3 seeds: seed std ± 0.04, test-set SE ± 0.21)': a tested recipe's mean and both of its errors."""
+    return (f"{spread.mean:.2f}% ({count_text(spread.seeds, 'seed')}: seed std ± {spread.seed_std:.2f}, test-set SE "
+            f"± {spread.test_se:.2f})")
+
+
+def final_spread(seeds: list[dict], images: int) -> SeedSpread | None:
+    """`choices.seed_spread` of the seeds' test accuracies (diverged seeds left out), each on the same `images` test
+    images, or None when none was tested."""
+    _, accs, _ = final_seeds({s["name"]: s for s in seeds}, "")
+    return seed_spread(accs, images) if accs else None
+
+
+def final_model_line(seeds: list[dict], networks: dict[str, str], images: int) -> str | None:
+    """'Network, N parameters, ...: test accuracy mean (seed std, test-set SE) over N seeds (...)' from the seeds'
+    summaries, tested on `images` test images; `networks` names each "arch" of a config."""
     arch = seeds[0]["config"]["arch"]
     network = networks.get(arch, arch)
     tested, accs, diverged = final_seeds({s["name"]: s for s in seeds}, "")
     if not tested:
         return f"{network}: {'; '.join(diverged)}" if diverged else None
     left_out = f"; left out: {'; '.join(diverged)}" if diverged else ""
-    mean, std = mean_and_std(accs)
     views = ", test-time augmentation" if tested[0].get("tta") else ""
     epochs = tested[0]["config"]["epochs"]
     return (f"{network}, {tested[0]['trainable_params']:,} parameters, {count_text(epochs, 'epoch')} on "
-            f"{tested[0]['train_images']:,} images: test accuracy {mean:.2f} +- {std:.2f}% over "
-            f"{len(tested)} seeds ({', '.join(f'{a:.2f}' for a in accs)}), final epoch{views}, "
+            f"{tested[0]['train_images']:,} images: test accuracy {spread_text(final_spread(tested, images))}, seeds "
+            f"{', '.join(f'{a:.2f}' for a in accs)}, final epoch{views}, "
             f"{sum(s['train_seconds'] for s in tested) / len(tested):.1f} s of training per seed on "
             f"{tested[0]['device']}{left_out}")
 
 
-def target_line(seeds: list[dict], target: float) -> str:
-    """'95.48% mean test accuracy against the 96.00% target: missed by 0.52 points' (`target` in %)."""
-    tested, accs, _ = final_seeds({s["name"]: s for s in seeds}, "")
-    if not tested:
+def target_line(seeds: list[dict], target: float, images: int) -> str:
+    """'95.48% mean test accuracy against the 96.00% target: missed by 0.52 points = 2.5 SE' (`target` in %): the
+    distance in standard errors of the mean, seeds and the `images` test images both counted (`SeedSpread.error`)."""
+    spread = final_spread(seeds, images)
+    if spread is None:
         return f"no tested seed: the {target:.2f}% target is not measured"
-    mean = mean_and_std(accs)[0]
-    met = f"met, by {mean - target:.2f} points" if mean >= target else f"missed by {target - mean:.2f} points"
-    return f"{mean:.2f}% mean test accuracy against the {target:.2f}% target: {met}"
+    gap = spread.mean - target
+    units = f" = {abs(gap) / spread.error:.1f} SE" if spread.error > 0 else ""
+    met = f"met, by {gap:.2f} points{units}" if gap >= 0 else f"missed by {-gap:.2f} points{units}"
+    return f"{spread.mean:.2f}% mean test accuracy against the {target:.2f}% target: {met}"
 
 
 # ---------------------------------------------------------------------------------------------------
 # 5. Analysis: what the stored histories and a model's predictions show
 # ---------------------------------------------------------------------------------------------------
 
-LAST = 20  # epochs: the window in which a run's late fluctuation of validation accuracy is measured
+LAST = 20  # epochs: the window in which a run's late fluctuation and trend of validation accuracy are measured
+JITTER = f"val acc std, last {LAST} (points)"  # training_dynamics' column: a single run's epoch-to-epoch noise
+SLOPE = f"val acc slope, last {LAST} (points/10 epochs)"  # its column of the late trend (least squares)
+
+
+def slope_per_10(epochs, values) -> float:
+    """The least-squares slope of `values` against `epochs`, per 10 epochs."""
+    return late_slope(epochs, values)[0]
+
+
+def late_slope(epochs, values) -> tuple[float, float]:
+    """The least-squares slope of `values` against `epochs` and its standard error (from the residuals), both per
+    10 epochs; the error is NaN with fewer than three points."""
+    x, y = np.asarray(epochs, float), np.asarray(values, float)
+    slope, intercept = np.polyfit(x, y, 1)
+    if len(x) < 3:
+        return 10 * float(slope), math.nan
+    residual = y - (slope * x + intercept)
+    error = math.sqrt(float(residual @ residual) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
+    return 10 * float(slope), 10 * error
+
+
+def slope_text(store: ResultsStore, a: str, b: str) -> str:
+    """'model 1 minus model 2: +0.07 points per 10 epochs = 0.3 SE, within noise': the difference of the two runs'
+    late trends of validation accuracy (`late_slope` over the LAST epochs), in standard errors of that difference."""
+    trends = []
+    for name in (a, b):
+        h, _ = finite_history(store, name)
+        trends.append(late_slope(h["epoch"].iloc[-LAST:], 100 * h["val_acc"].iloc[-LAST:]))
+    (sa, ea), (sb, eb) = trends
+    error = math.hypot(ea, eb)
+    if not math.isfinite(error) or error == 0:
+        return f"{a} minus {b}: {sa - sb:+.2f} points per 10 epochs, no error to judge it by"
+    shown = abs(sa - sb) / error
+    judged = "within noise" if shown < NOISE else "faster" if sa > sb else "slower"
+    return f"{a} minus {b}: {sa - sb:+.2f} points per 10 epochs = {shown:.1f} SE, {judged}"
 
 
 def training_dynamics(store: ResultsStore, names: list[str]):
-    """One row per run (its stored history): final training loss and accuracy, final and best validation
-    accuracy, the gap between training and validation accuracy at the final epoch, the spread of validation
-    accuracy over the LAST epochs, and the epoch of the lowest validation loss. Accuracies in %."""
+    """One row per run (its stored history), unrounded (`dynamics_table` formats it): final training loss and
+    accuracy, final and best validation accuracy (%), their train-validation gap, the JITTER and SLOPE of validation
+    accuracy over the LAST epochs, and the epoch of the lowest validation loss."""
     import pandas as pd
 
     rows = []
@@ -347,17 +409,67 @@ def training_dynamics(store: ResultsStore, names: list[str]):
             continue
         last, best = finite.iloc[-1], finite["val_acc"].idxmax()
         rows.append({
-            "model": name, "train loss": round(float(last["train_loss"]), 3),
-            "train acc (%)": round(100 * float(last["train_acc"]), 2),
-            "val acc (%)": round(100 * float(last["val_acc"]), 2),
-            "gap (points)": round(100 * float(last["train_acc"] - last["val_acc"]), 2),
-            "best val acc (%)": round(100 * float(finite.loc[best, "val_acc"]), 2),
-            "best at epoch": int(finite.loc[best, "epoch"]),
-            f"val acc std, last {LAST} (points)": round(100 * float(finite["val_acc"].iloc[-LAST:].std()), 2),
+            "model": name, "train loss": float(last["train_loss"]), "train acc (%)": 100 * float(last["train_acc"]),
+            "val acc (%)": 100 * float(last["val_acc"]),
+            "gap (points)": 100 * float(last["train_acc"] - last["val_acc"]),
+            "best val acc (%)": 100 * float(finite.loc[best, "val_acc"]), "best at epoch": int(finite.loc[best, "epoch"]),
+            JITTER: 100 * float(finite["val_acc"].iloc[-LAST:].std()),
+            SLOPE: slope_per_10(finite["epoch"].iloc[-LAST:], 100 * finite["val_acc"].iloc[-LAST:]),
             "min val loss at epoch": int(finite.loc[finite["val_loss"].idxmin(), "epoch"]),
-            "final val loss": round(float(last["val_loss"]), 3),
+            "final val loss": float(last["val_loss"]),
         })
     return pd.DataFrame(rows, columns=list(max(rows, key=len))).set_index("model")
+
+
+def finite_history(store: ResultsStore, name: str):
+    """A run's stored history up to its last finite epoch, and the epoch where it diverged (None if it did not)."""
+    h = store.history(name)
+    rows = h.to_dict("records")
+    return h[[not is_diverged(row) for row in rows]], diverged_epoch(rows)
+
+
+def accuracy_summary(summaries: dict[str, dict], names: list[str], jitter: dict[str, float], val_images: int,
+                     test_images: int, seeds: list[dict] | None = None):
+    """One row per run of `names`, then the final model (`seeds`, when tested): validation and test accuracy (%)
+    and two standard errors (points) of each. A single run counts its images' sampling and its epoch-to-epoch
+    `jitter`; the final model the SE of its seeds' mean (`choices.SeedSpread.error`)."""
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        s = summaries[name]
+        if s.get("diverged"):
+            continue
+        extra = jitter.get(name, 0.0)
+        rows.append({"run": name, "val acc (%)": 100 * s["final_val_acc"],
+                     "val 2 SE": 200 * math.hypot(standard_error(s["final_val_acc"], val_images), extra),
+                     "test acc (%)": 100 * s["test_acc"],
+                     "test 2 SE": 200 * math.hypot(standard_error(s["test_acc"], test_images), extra)})
+    spread = final_spread(seeds, test_images) if seeds else None
+    if spread is not None:
+        rows.append({"run": f"final model ({count_text(spread.seeds, 'seed')})", "val acc (%)": math.nan,
+                     "val 2 SE": math.nan, "test acc (%)": spread.mean, "test 2 SE": 2 * spread.error})
+    return pd.DataFrame(rows).set_index("run")
+
+
+def jitters(dynamics) -> dict[str, float]:
+    """Each run's epoch-to-epoch standard deviation of validation accuracy (a fraction), from `training_dynamics`:
+    the noise of a single run's final epoch beside the sampling of its validation images (`compare_line`); 0 where
+    it cannot be measured (a run of one epoch, or one that diverged in its first)."""
+    return {name: value / 100 if math.isfinite(value) else 0.0 for name, value in dynamics[JITTER].items()}
+
+
+def dynamics_table(dynamics):
+    """`training_dynamics` transposed for the page (a metric a row, a run a column), each row with one number
+    format: losses 3 decimals, accuracies, points and slopes 2, epochs none."""
+    def formatted(metric: str, value) -> str:
+        if value != value:  # NaN: a run that diverged in its first epoch
+            return ""
+        decimals = 0 if "epoch" in metric and "/" not in metric else 3 if "loss" in metric else 2
+        return f"{value:.{decimals}f}"
+
+    table = dynamics.T.astype(object)
+    return table.apply(lambda row: row.map(lambda v: formatted(row.name, v)), axis=1).rename_axis("from the history")
 
 
 def confused_pairs(counts, top: int = 5):
@@ -402,120 +514,82 @@ def block_table(model, blocks: list[str], device="cpu"):
     return pd.DataFrame(rows).set_index("block")
 
 
+def recipe_table(recipes: dict[str, dict]):
+    """A final recipe's ingredients, one column per recipe (label -> configuration): network, optimizer, schedule,
+    L2, augmentation, weight averaging, test-time augmentation and epochs, as trained."""
+    import pandas as pd
+
+    def column(r: dict) -> dict:
+        averaging = (f"EMA, decay {r['ema_decay']}, BatchNorm statistics {r.get('ema_buffers', 'average')}d"
+                     if r.get("ema_decay") else "none")
+        return {
+            "network": f"widths {'-'.join(map(str, r['widths']))}, blocks {'-'.join(map(str, r['blocks']))}",
+            "optimizer": f"SGD, {'Nesterov ' if r.get('nesterov') else ''}momentum {r['momentum']}, "
+                         f"batch {r['batch_size']}",
+            "learning rate": (f"one-cycle to {r['lr']} at {r['warmup']:.0%} of the steps, then to 0"
+                              if r["schedule"] == "onecycle" else f"{r['schedule']}, {r['lr']}"),
+            "L2 (weight decay)": f"{r['weight_decay']}",
+            "augmentation": f"crop after {r['pad']}-pixel padding, flip, {r['cutout']}-pixel cutout",
+            "weight averaging": averaging,
+            "test-time augmentation": "4 views: image, mirror, both shifted 1 pixel" if r.get("tta") else "none",
+            "epochs": f"{r['epochs']}",
+        }
+
+    return pd.DataFrame({label: column(r) for label, r in recipes.items()}).rename_axis("ingredient")
+
+
+def runner_up(runs: dict[str, dict], chosen: str) -> str | None:
+    """The best-scored run (`choices.validation_score`) other than `chosen`, or None when no other was scored."""
+    scores = {label: validation_score(run).acc for label, run in runs.items()}
+    others = [label for label in runs if label != chosen and math.isfinite(scores[label])]
+    return max(others, key=lambda label: scores[label]) if others else None
+
+
 def choice_text(runs: dict[str, dict], chosen: str, images: int) -> str:
     """What a choice on validation is worth: the chosen run's score (`choices.validation_score`) against the
     runner-up's, with `difference_text` over `images` validation images."""
-    scores = {label: validation_score(run).acc for label, run in runs.items()}
-    others = [label for label in runs if label != chosen and math.isfinite(scores[label])]
-    head = f"{chosen} ({100 * scores[chosen]:.2f}%)"
-    if not others:
+    score = {label: validation_score(run).acc for label, run in runs.items()}
+    head, second = f"{chosen} ({100 * score[chosen]:.2f}%)", runner_up(runs, chosen)
+    if second is None:
         return f"{head}, the only run scored"
-    second = max(others, key=lambda label: scores[label])
-    return (f"{head} against the runner-up, {second} ({100 * scores[second]:.2f}%): "
-            f"{difference_text(scores[chosen], scores[second], images)}")
+    return (f"{head} against the runner-up, {second} ({100 * score[second]:.2f}%): "
+            f"{difference_text(score[chosen], score[second], images)}")
+
+
+def plain_order_text(runs: dict[str, dict], chosen: str, images: int) -> str | None:
+    """The same two runs as `choice_text` without test-time augmentation (final validation accuracy, one view),
+    and whether their order holds or reverses; None without a runner-up."""
+    second = runner_up(runs, chosen)
+    if second is None:
+        return None
+    a, b = runs[chosen]["final_val_acc"], runs[second]["final_val_acc"]
+    order = "the order holds" if a >= b else "the order reverses"
+    return (f"without test-time augmentation, {chosen} {100 * a:.2f}% vs {second} {100 * b:.2f}%: "
+            f"{difference_text(a, b, images)}; {order}")
 
 
 # ---------------------------------------------------------------------------------------------------
-# 6. Figures
+# 6. The code that trains, on the page
 # ---------------------------------------------------------------------------------------------------
 
 
-def save_figure(fig, path: str | Path, **options) -> None:
-    """fig.savefig(path, **options), written atomically."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, **options))
+class Listing:
+    """The source of functions and classes, read from their modules when shown (so it never drifts from the
+    code that ran): Markdown for Jupyter and GitHub, a line-wrapping Verbatim at 7.2 points for the PDF."""
 
+    def __init__(self, *objects):
+        import inspect
 
-def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, str], path: Path):
-    """Validation accuracy and loss against epoch for two experiments, side by side, saved to `path`; a diverged
-    run is drawn to its last finite epoch, with a dotted line where it diverged."""
-    import matplotlib.pyplot as plt
+        self.parts = [(f"{obj.__module__}.{obj.__qualname__}", inspect.getsource(obj).rstrip()) for obj in objects]
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(7.5, 2.3))  # fits an A4/letter page
-    for name, label in zip(names, labels):
-        h = store.history(name)
-        rows = h.to_dict("records")
-        finite = h[[not is_diverged(row) for row in rows]]
-        stop = diverged_epoch(rows)
-        if stop is not None:
-            label = f"{label}, diverged at epoch {stop}"
-        for ax, values in ((ax_acc, finite["val_acc"] * 100), (ax_loss, finite["val_loss"])):
-            line, = ax.plot(finite["epoch"], values, label=label, marker="." if len(h) < 10 else None)
-            if stop is not None:
-                ax.axvline(stop, color=line.get_color(), linestyle=":")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Validation loss")
-    for ax in (ax_acc, ax_loss):
-        ax.grid(alpha=0.3)
-    # below the rising curves; one legend serves both panels
-    ax_acc.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{names[0]} vs {names[1]}", fontsize=11)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    return fig
+    def __repr__(self) -> str:
+        return "\n\n".join(f"# {name}\n{source}" for name, source in self.parts)
 
+    def _repr_markdown_(self) -> str:
+        return "\n\n".join(f"`{name}`\n```python\n{source}\n```" for name, source in self.parts)
 
-def plot_train_val(store: ResultsStore, names: list[str], labels: list[str], path: Path):
-    """Training and validation accuracy against epoch, one panel per run (two rows), saved to `path`: the
-    distance between the two curves is the run's overfitting."""
-    import matplotlib.pyplot as plt
-
-    columns = math.ceil(len(names) / 2)
-    fig, axes = plt.subplots(2, columns, figsize=(7.5, 3.1), sharex=True, sharey=True, squeeze=False)
-    for ax, name, label in zip(axes.flat, names, labels):
-        h = store.history(name)
-        h = h[[not is_diverged(row) for row in h.to_dict("records")]]
-        ax.plot(h["epoch"], 100 * h["train_acc"], label="training (augmented)")
-        ax.plot(h["epoch"], 100 * h["val_acc"], label="validation")
-        ax.set_title(label, fontsize=8)
-        # the first epochs (below 60%) would squeeze the gap that the panel is about
-        ax.set_ylim(60, 100.5)
-        ax.grid(alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy (%)")
-    axes[0, 0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Training against validation accuracy", fontsize=11)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    return fig
-
-
-def plot_confusion(counts, path: Path, title: str):
-    """The confusion matrix (`evaluation.confusion_matrix`) as a heat map with the counts written in; saved."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))  # fits an A4/letter page
-    ax.imshow(counts.numpy(), cmap="Blues")
-    ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
-    ax.set_yticks(range(10), CLASSES)
-    ax.set(xlabel="predicted class", ylabel="true class", title=title)
-    top = counts.max().item()
-    for i in range(10):
-        for j in range(10):
-            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if counts[i, j] > top / 2 else "black")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    return fig
-
-
-def render_tables(tables: dict, path: Path):
-    """Render pandas tables (title -> DataFrame) one under the other into an image; saved to path."""
-    import matplotlib.pyplot as plt
-
-    heights = [0.6 + 0.32 * (len(t) + 1) for t in tables.values()]
-    fig, axes = plt.subplots(len(tables), 1, figsize=(11, sum(heights)),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, (title, table) in zip(axes[:, 0], tables.items()):
-        ax.axis("off")
-        ax.set_title(title, loc="left", fontweight="bold")
-        shown = ax.table(cellText=table.astype(str).values, colLabels=list(table.columns),
-                         rowLabels=list(table.index), loc="center", cellLoc="center")
-        shown.auto_set_font_size(False)
-        shown.set_fontsize(9)
-        shown.auto_set_column_width(list(range(len(table.columns))))
-        shown.scale(1, 1.3)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=130, bbox_inches="tight")
-    return fig
+    def _repr_latex_(self) -> str:
+        # 7.2 pt: a module's 120-character line fits the 6.5 in page (nbconvert's Verbatim wraps a longer one)
+        return "\n".join(rf"\noindent\texttt{{{latex_escape(name)}}}" + "\n"
+                         r"\begin{Verbatim}[fontsize=\fontsize{7.2}{8}\selectfont]" + f"\n{source}\n"
+                         + r"\end{Verbatim}" for name, source in self.parts)

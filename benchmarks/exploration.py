@@ -130,7 +130,7 @@ def peer_table(result: dict):
 
     return pd.DataFrame([{
         "trainable params": f"{result['trainable_params']:,}", "epochs": f"{result['epochs']:g}",
-        "test acc (%)": f"{result['test_acc_mean']:.2f} +- {result['test_acc_std']:.2f}",
+        "test acc (%)": f"{result['test_acc_mean']:.2f} ± {result['test_acc_std']:.2f}",
         "runs": len(result["runs"]), "s per run (training)": f"{result['seconds_mean']:.1f}",
     }], index=pd.Index([f"airbench95 ({result['package']})"], name="peer"))
 

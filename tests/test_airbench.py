@@ -332,7 +332,7 @@ def test_round_three_runs_are_grouped_by_recipe_in_seed_order():
     trials = report.trial_runs(summaries, "final round 3 - ")
     assert list(trials) == ["b", "a - x"] and [s["seed"] for s in trials["b"]] == [0, 1]
     table = report.trials_table(trials)
-    assert table.loc["b", "val acc (%)"] == "90.50 +- 0.71" and table.loc["b", "seeds"] == 2
+    assert table.loc["b", "val acc (%)"] == "90.50 ± 0.71" and table.loc["b", "seeds"] == 2
 
 
 def test_round_three_recipes_hold_the_named_ingredients():
@@ -399,10 +399,10 @@ def test_airbench_reads_the_same_pixels(raw, tmp_path):
 
 def test_the_peer_table_is_written_from_a_recorded_result():
     """run_peer's table path, driven from a result as run_peer records it (the GPU run itself needs CUDA): one
-    Markdown row with the peer's package, parameters, epochs, accuracy mean +- std, runs and seconds."""
+    Markdown row with the peer's package, parameters, epochs, accuracy mean ± std, runs and seconds."""
     result = {"peer": "airbench95", "package": "airbench 0.1.8", "trainable_params": 2_000_000, "epochs": 15.0,
               "runs": [{"run": k, "seconds": 3.0, "test_acc": a} for k, a in enumerate((0.95, 0.951, 0.949))],
               "test_acc_mean": 95.0, "test_acc_std": 0.1, "seconds_mean": 3.0}
     table = report.markdown_table(exploration().peer_table(result)).splitlines()
     assert table[0] == "| peer | trainable params | epochs | test acc (%) | runs | s per run (training) |"
-    assert table[2] == "| airbench95 (airbench 0.1.8) | 2,000,000 | 15 | 95.00 +- 0.10 | 3 | 3.0 |"
+    assert table[2] == "| airbench95 (airbench 0.1.8) | 2,000,000 | 15 | 95.00 ± 0.10 | 3 | 3.0 |"

@@ -24,9 +24,10 @@ ALLOWED = {"checks": set(), "safe_pickle": {"checks"}, "text": set(), "choices":
                        "training"},
            "plan": {"data", "recipe", "store", "text", "training"},
            "report": {"choices", "data", "networks", "store", "text"},
+           "figures": {"choices", "data", "report", "store", "text"},
            "predictions": {"checks", "data", "evaluation", "recipe", "safe_pickle", "store", "text", "training",
                            "round3"},
-           "tools/update_readme": {"experiments", "helpers", "report", "store"}, "tools/render": {"store"},
+           "tools/update_readme": {"experiments", "helpers", "report", "store"}, "tools/render": {"report", "store"},
            "tools/predict": {"checks", "helpers", "predictions", "store"},
            "benchmarks/round3": {"experiments", "helpers"}}
 TRAINING_CODE = ("training", "experiments", "evaluation", "cuda_graph", "helpers")  # what report.py never loads

@@ -13,7 +13,9 @@ import report
 from conftest import NOTEBOOK, ROOT, require
 
 FIGURES = [f"model {a} and {b} val acc and loss.jpg" for a, b in [(1, 2), (1, 3), (2, 4), (3, 4), (3, 5), (5, 6)]]
-NEW_FIGURES = ["model 4 and 5 val acc and loss.jpg", "models 1-6 train and val acc.jpg"]  # beside the original six
+NEW_FIGURES = ["model 4 and 5 val acc and loss.jpg", "models 1-6 train and val acc.jpg",  # beside the original six
+               "models 1-6 and final model accuracy.png", "final model sweep.png", "final model training.png",
+               "learning rate val acc.png", "architecture val acc.png"]
 
 
 def run_quick(source, target, out, data_dir, timeout, *parameters):
@@ -70,7 +72,9 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(executed):
     # what Run all costs, before anything trains; a line as each training starts; its time left after epoch 1
     lines = printed(executed / "run.ipynb")
     assert any(line.startswith("The six experiments and the reference: 0 of 7 runs already in") for line in lines)
-    assert any(line.startswith("Going further: 0 of 7 runs already in") for line in lines)  # 1 + 3 + 3
+    # 1 + 3 + 3: the second round is decided by the first, and the line says so
+    assert any(line.startswith("Going further: 0 of 7 runs already in") for line in lines)
+    assert "the second round is decided by the first" in " ".join(lines)
     assert "model 1: 2 epochs x 256 images, float32, eager (no CUDA device)" in lines
     assert sum(re.fullmatch(r"about \d+ s left \(1 more epoch\)", line) is not None for line in lines) >= 6
 
@@ -139,7 +143,10 @@ def test_rerun_with_complete_results_serves_them(executed, data_dir):
     runs = len(json.loads((executed / "results" / "quick" / "summary.json").read_text()))
     assert " ".join(lines).count(": read from ") == runs  # a long run name may wrap its header
     assert any(line.startswith("The six experiments and the reference: 7 of 7 runs already in") for line in lines)
-    assert any(line.startswith("Going further: 7 of 7 runs already in") for line in lines)
+    tuning = report.sweep_runs(json.loads((executed / "results" / "quick" / "summary.json").read_text()),
+                               "final validation", "final sweep - ", "starting recipe")
+    planned = len(tuning) + 3  # the second round too, once the stored first round decides it
+    assert any(line.startswith(f"Going further: {planned} of {planned} runs already in") for line in lines)
     assert not [line for line in lines if " left (" in line]
     assert not [line for line in lines if line.startswith("epoch")]  # nothing trained
     first = printed(executed / "run.ipynb")

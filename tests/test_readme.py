@@ -64,3 +64,17 @@ def test_the_linked_pages_regenerate_from_the_files(monkeypatch):
     results = (ROOT / "documentation" / "results.md").read_text()
     assert "Quick mode (CPU smoke test)" in results and "first sweep" in results.lower()
     assert "#### Training speed on CPU" in (ROOT / "documentation" / "speed.md").read_text()
+
+
+def test_the_headline_states_both_errors_of_the_final_model():
+    """README's headline gives the final model's seed spread and its test-set SE apart, and the distance to the
+    target in standard errors of the mean, from the stored seeds (report.final_spread, as the notebook)."""
+    import report
+    from store import ResultsStore
+
+    summaries = ResultsStore(ROOT / "results").summaries()
+    seeds = [s for name, s in summaries.items() if name.startswith("final seed ")]
+    spread = report.final_spread(seeds, 10_000)
+    head = (ROOT / "README.md").read_text().split("<!-- headline:end -->")[0]
+    assert report.spread_text(spread) in head and "seed std ± 0.04, test-set SE ± 0.21" in head
+    assert f"missed by {96 - spread.mean:.2f} points = {(96 - spread.mean) / spread.error:.1f} SE" in head

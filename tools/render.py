@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
 
+from report import authors  # noqa: E402
 from store import atomic_write  # noqa: E402
 
 REPORT = ROOT / "mini_project.ipynb"
@@ -43,12 +44,14 @@ def trained(notebook: dict) -> int:
 
 
 def cleaned(notebook: dict) -> dict:
-    """The executed notebook without papermill's injected-parameters cell, with each cell's streams merged."""
+    """The executed notebook without papermill's injected-parameters cell, with each cell's streams merged and
+    the team's names (AUTHORS) in its metadata, which the PDF sets under the title."""
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     import nbformat
 
     notebook = {**notebook, "cells": [c for c in notebook["cells"]
-                                      if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]}
+                                      if "injected-parameters" not in c.get("metadata", {}).get("tags", [])],
+                "metadata": {**notebook.get("metadata", {}), "authors": [{"name": n} for n in authors()]}}
     node = nbformat.from_dict(notebook)
     node, _ = CoalesceStreamsPreprocessor().preprocess(node, {})
     return json.loads(nbformat.writes(node))

@@ -24,13 +24,13 @@ ORIGINAL_BAR = 90.0                     # %: the original project's test-accurac
 HEADLINE_FIGURE = "models 1-6 train and val acc.jpg"  # the figure README shows, from documentation/
 
 
-def sweep_text(summaries: dict[str, dict], intro: str, outcome: str) -> list[str]:
+def sweep_text(summaries: dict[str, dict], intro: str, outcome: str, test_images: int = H.TEST_IMAGES) -> list[str]:
     """The paragraphs for a store's tuning sweep: `intro` and the sweep table (when it has tuning runs), then
-    `outcome` and the final model's line (when it has tested seeds)."""
+    `outcome` and the final model's line (when it has tested seeds, each on `test_images` test images)."""
     runs = report.sweep_runs(summaries, TUNING, SWEEP_PREFIX, BASE_LABEL)
     trials = report.trial_runs(summaries, ROUND3_PREFIX)
     seeds = [s for name, s in summaries.items() if name.startswith(SEED_PREFIX)]
-    line = report.final_model_line(seeds, NETWORKS) if seeds else None
+    line = report.final_model_line(seeds, NETWORKS, test_images) if seeds else None
     return ([f"{intro}:\n\n{report.markdown_table(report.sweep_table(runs))}"] if runs else []) + (
         [f"Round 3, airbench's ingredients, each recipe with several seeds (validation only):\n\n"
          f"{report.markdown_table(report.trials_table(trials))}"] if trials else []) + (
@@ -57,7 +57,7 @@ def headline(results_dir: str | Path = "results", notebook: str | Path = "mini_p
     target = H.notebook_namespace(notebook, ("parameters",))["TARGET"]
     six = summaries.get(f"{MODEL_PREFIX}6")
     seeds = [s for name, s in summaries.items() if name.startswith(SEED_PREFIX)]
-    tested, accs, _ = report.final_seeds({s["name"]: s for s in seeds}, "")
+    tested, _, _ = report.final_seeds({s["name"]: s for s in seeds}, "")
     rows = ["| model | what it answers | trainable params | test accuracy | bar or target |", "|---|---|---|---|---|"]
     if six and six.get("test_acc") is not None:
         met = "met" if 100 * six["test_acc"] > ORIGINAL_BAR else "not met"
@@ -67,20 +67,23 @@ def headline(results_dir: str | Path = "results", notebook: str | Path = "mini_p
     else:
         rows.append("| Model 6 | the original plan's final model | 4,977,226 | pending | |")
     if tested:
-        mean, std = report.mean_and_std(accs)
-        first = tested[0]
-        status = report.target_line(tested, target).split(": ", 1)[1]
+        first, spread = tested[0], report.final_spread(tested, H.TEST_IMAGES)
+        status = report.target_line(tested, target, H.TEST_IMAGES).split(": ", 1)[1]
         rows.append(f"| Final model ({NETWORKS.get(first['config']['arch'], first['config']['arch'])}, "
                     f"{first['config']['epochs']} epochs) | this project's deliverable | "
-                    f"{first['trainable_params']:,} | {mean:.2f} ± {std:.2f}% ({H.count_text(len(tested), 'seed')}) "
-                    f"| {target:.0f}%: {status} |")
+                    f"{first['trainable_params']:,} | {report.spread_text(spread)} | {target:.0f}%: {status} |")
     else:
         rows.append(f"| Final model | this project's deliverable | | pending | {target:.0f}% |")
     used = report.cards(summaries)
     seconds = [s["train_seconds"] for s in tested]
     note = (f"All {len(summaries)} stored runs were trained on {', '.join(used) or 'a card not recorded'}; the final "
             f"model takes {sum(seconds) / len(seconds):.0f} s of training per seed there." if seconds else "")
-    return "\n".join(rows) + ("\n\n" + note if note else "")
+    noise = (f"The seed std is the variation between training runs; the test-set SE is the sampling error of the "
+             f"{H.TEST_IMAGES:,} test images that every seed shares, so more seeds do not shrink it; the distance to "
+             f"the target is in standard errors of the mean, both counted. Model 6 is one run: its test-set SE "
+             f"alone is ± {100 * H.standard_error(six['test_acc'], H.TEST_IMAGES):.2f} points."
+             if tested and six and six.get("test_acc") is not None else "")
+    return "\n".join(rows) + "".join("\n\n" + part for part in (noise, note) if part)
 
 
 def readme_results(results_dir: str | Path = "results") -> str:
@@ -97,7 +100,7 @@ def readme_results(results_dir: str | Path = "results") -> str:
                 "nothing about the models." if folder != root else "")
         parts.append(f"**{title}** (`{folder}/`).{note}\n\n{report.markdown_table(report.results_table(six))}")
         parts += sweep_text(summaries, "Going further, the recipe tuned on the 45k split and scored on validation "
-                            "only", "Going further")
+                            "only", "Going further", H.TEST_IMAGES if folder == root else H.QUICK_SUBSET["test"])
         if folder == root:
             first = folder / FIRST_SWEEP
             parts += sweep_text(ResultsStore(first).summaries(),
@@ -151,7 +154,7 @@ def readme_peers(folder: str | Path = "benchmarks/results", results_dir: str | P
     for path in files:
         card = json.loads(path.with_suffix(".json").read_text())["device"]
         ours = [s for s in seeds if s["device"] == card]
-        line = report.final_model_line(ours, NETWORKS) if ours else None
+        line = report.final_model_line(ours, NETWORKS, H.TEST_IMAGES) if ours else None
         parts.append(path.read_text().replace("# Peer on", "#### Peer on").strip() + "\n\n" +
                      (f"This project on the same card: {line}." if line else
                       "This project's final model has not run on this card."))
