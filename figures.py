@@ -129,7 +129,7 @@ def plot_train_val(store: ResultsStore, names: list[str], labels: list[str], pat
     """Training and validation accuracy against epoch, one panel per run (two rows), saved to `path`: the
     distance between the two curves is the run's overfitting."""
     columns = math.ceil(len(names) / 2)
-    fig, axes = figure(2, columns, height=2.4, sharex=True, sharey=True, squeeze=False)
+    fig, axes = figure(2, columns, height=2.2, sharex=True, sharey=True, squeeze=False)
     for ax, name, label in zip(axes.flat, names, labels):
         h, _ = finite_history(store, name)
         ax.plot(h["epoch"], 100 * h["train_acc"], label="training (augmented images)")
@@ -157,7 +157,7 @@ def plot_train_val(store: ResultsStore, names: list[str], labels: list[str], pat
 def plot_confusion(counts, path: Path, title: str):
     """The confusion matrix (`evaluation.confusion_matrix`) as a heat map with the counts written in, each true
     class labelled with its accuracy (%, one decimal); saved."""
-    fig, ax = figure(height=3.0)
+    fig, ax = figure(height=2.6)
     ax.imshow(counts.numpy(), cmap="Blues")
     ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
     shares = (100 * counts.diag() / counts.sum(1)).tolist()
@@ -199,7 +199,7 @@ def dot_plot(labels: list[str], series: list[tuple], xlabel: str, title: str, pa
              lines: dict[str, float] | None = None):
     """Dots with horizontal error bars, one row per label (the first on top), the `series` (name, values, bars,
     marker) side by side in each row, with vertical `lines` (label -> x); the legend under the axes; saved."""
-    height = 0.24 * len(labels) + 0.9
+    height = 0.2 * len(labels) + 0.8
     fig, ax = figure(height=height)
     y = np.arange(len(labels))[::-1]
     for k, (name, values, bars, marker) in enumerate(series):
@@ -231,7 +231,7 @@ def plot_summary(summary, path: Path, lines: dict[str, float]):
 def plot_final(store: ResultsStore, seeds: list[str], tuning: str, path: Path):
     """The final model's training: each seed's training accuracy and loss (all 50k images, augmented) and, for the
     same recipe on the 45k split (`tuning`), its validation accuracy; saved to `path`."""
-    fig, (ax_acc, ax_loss) = figure(1, 2, height=2.0)
+    fig, (ax_acc, ax_loss) = figure(1, 2, height=1.65)
     drawn, epochs = [], 1
     for name in seeds:
         h, _ = finite_history(store, name)

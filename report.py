@@ -590,6 +590,5 @@ class Listing:
 
     def _repr_latex_(self) -> str:
         # 7.2 pt: a module's 120-character line fits the 6.5 in page (nbconvert's Verbatim wraps a longer one)
-        return "\n".join(rf"\noindent\texttt{{{latex_escape(name)}}}" + "\n"
-                         r"\begin{Verbatim}[fontsize=\fontsize{7.2}{8}\selectfont]" + f"\n{source}\n"
+        return "\n".join(r"\begin{Verbatim}[fontsize=\fontsize{7.2}{7.7}\selectfont]" + f"\n# {name}\n{source}\n"
                          + r"\end{Verbatim}" for name, source in self.parts)

@@ -45,9 +45,11 @@ def test_readme_opens_with_the_results_and_stays_short():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 200, len(lines)
     head = "\n".join(lines[:40])
-    for needed in ("| Model 6 (", "| Final model (", "96%: ", "90%: ", "![", "pip install -r requirements.txt",
+    figure = f"(documentation/{update_readme.HEADLINE_FIGURE.replace(' ', '%20')})"
+    for needed in ("| Model 6 (", "| Final model (", "96%: ", "90%: ", figure, "pip install -r requirements.txt",
                    "python3 -m pytest -q tests"):
         assert needed in head, needed
+    assert (ROOT / "documentation" / update_readme.HEADLINE_FIGURE).exists()
 
 
 def test_the_run_command_never_writes_over_the_committed_report():

@@ -143,7 +143,7 @@ def test_going_further_is_at_most_700_words():
 
 def test_the_render_and_the_training_machines_are_told_apart():
     plain = ["".join(o["data"]["text/plain"]) for o in outputs(notebook()) if "text/plain" in o.get("data", {})]
-    render = [t for t in plain if "this render" in t]
+    render = [line for c in code_cells(notebook()) for line in printed_lines(c) if line.startswith("This render:")]
     assert len(render) == 1 and "training step" not in render[0]  # no step kind beside the render's device
     summaries = ResultsStore(ROOT / "results").summaries()
     trained = [t for t in plain if "training step" in t and "runs" in t]
@@ -310,11 +310,11 @@ def test_the_appendix_prints_the_training_code_as_it_is_now():
     import evaluation
     import training
 
-    listing = report.Listing(training.fit, training.TrainStep, training.make_scheduler, data.crop_flip, data.cutout,
+    listing = report.Listing(training.fit, training.TrainStep.__call__, training.make_scheduler, data.crop_flip,
                              evaluation.tta_views)
     shown = ["".join(o["data"]["text/markdown"]) for o in outputs(notebook()) if "text/markdown" in o.get("data", {})]
     assert shown == [listing._repr_markdown_()]
-    assert "def fit(" in shown[0] and "def __call__(self, images" in shown[0]
+    assert "def fit(" in shown[0] and "def __call__(self, images" in shown[0] and "TrainStep.__call__" in shown[0]
 
 
 def test_figures_are_legible_at_the_pdfs_size(tmp_path):
