@@ -103,7 +103,7 @@ def plot_pair(store: ResultsStore, names: tuple[str, str], labels: tuple[str, st
 def plot_pairs(store: ResultsStore, pairs: list[tuple[str, str]], labels: dict[str, str], path: Path):
     """Validation accuracy against epoch for several pairs of experiments, a panel per pair side by side, zoomed as
     in `plot_pair` (a question's pairs on one line; `plot_pair` keeps each pair's accuracy and loss); saved."""
-    fig, axes = figure(1, len(pairs), height=2.0, sharey=True, squeeze=False)
+    fig, axes = figure(1, len(pairs), height=2.1, sharey=True, squeeze=False)
     for ax, names in zip(axes[0], pairs):
         drawn, epochs = [], 1
         for name in names:
@@ -113,13 +113,17 @@ def plot_pairs(store: ResultsStore, pairs: list[tuple[str, str]], labels: dict[s
             epochs = max(epochs, len(h))
         ax.set(xlabel="epoch", title=f"{names[0]} vs {names[1]}")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
         zoom(ax, drawn, epochs)
     # one range for all panels: the zoom of each, joined
     low = min(ax.get_ylim()[0] for ax in axes[0])
     high = max(ax.get_ylim()[1] for ax in axes[0])
     axes[0, 0].set(ylim=(low, high), ylabel="validation accuracy (%)")
-    fig.tight_layout()
+    # each panel's legend under the whole row, in the panel's column: clear of the curves and the axis labels
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    for ax in axes[0]:
+        box = ax.get_position()
+        fig.legend(*ax.get_legend_handles_labels(), loc="lower center", frameon=False,
+                   bbox_to_anchor=(box.x0 + box.width / 2, 0.0))
     save_figure(fig, path, dpi=110)
     return fig
 
@@ -157,7 +161,7 @@ def plot_train_val(store: ResultsStore, names: list[str], labels: list[str], pat
 def plot_confusion(counts, path: Path, title: str):
     """The confusion matrix (`evaluation.confusion_matrix`) as a heat map with the counts written in, each true
     class labelled with its accuracy (%, one decimal); saved."""
-    fig, ax = figure(height=2.6)
+    fig, ax = figure(height=3.4)
     ax.imshow(counts.numpy(), cmap="Blues")
     ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
     shares = (100 * counts.diag() / counts.sum(1)).tolist()
