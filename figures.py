@@ -203,7 +203,7 @@ def dot_plot(labels: list[str], series: list[tuple], xlabel: str, title: str, pa
              lines: dict[str, float] | None = None):
     """Dots with horizontal error bars, one row per label (the first on top), the `series` (name, values, bars,
     marker) side by side in each row, with vertical `lines` (label -> x); the legend under the axes; saved."""
-    height = 0.2 * len(labels) + 0.8
+    height = 0.3 * len(labels) + 0.9
     fig, ax = figure(height=height)
     y = np.arange(len(labels))[::-1]
     for k, (name, values, bars, marker) in enumerate(series):
@@ -214,9 +214,10 @@ def dot_plot(labels: list[str], series: list[tuple], xlabel: str, title: str, pa
     ax.set_yticks(y, labels)
     ax.set(xlabel=xlabel, title=title)
     ax.grid(alpha=0.3, axis="x")
-    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False)
-    # inches kept free under the axes for a legend of two rows
-    fig.tight_layout(rect=(0, 0.1 + 0.4 / height, 1, 1))
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2, frameon=False)
+    # inches kept free under the axes: 0.17 a row of the legend (two entries a row), 0.1 of margin
+    fig.tight_layout(rect=(0, (0.1 + 0.17 * math.ceil(len(names) / 2)) / height, 1, 1))
     save_figure(fig, path, dpi=110)
     return fig
 
