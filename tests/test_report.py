@@ -70,7 +70,7 @@ def test_headings_carry_no_hand_numbers_and_the_pdf_has_a_title():
 def test_every_dataframe_output_carries_a_latex_table():
     nb = notebook()
     frames = dataframe_outputs(nb)
-    assert len(frames) >= 8, "environment, class counts, Tables 1 and 2, results, per-class accuracy"
+    assert len(frames) >= 7, "Tables 1, 2 and 3, results, the histories, the recipes, the training machines"
     missing = [o for o in frames if r"\begin{tabular}" not in "".join(o["data"].get("text/latex", ""))]
     assert not missing, f"{len(missing)} DataFrame outputs have no LaTeX table (report.report_tables())"
 
@@ -268,15 +268,20 @@ def test_logs_tables_and_numbers_read_cleanly():
     """A replayed log is at most 8 lines (its source, five epochs, its result); no "+-" for ±; the dynamics table
     has one number format per row; the recipe table shows the recipe the seeds trained."""
     cells = code_cells(notebook())
-    logs = [printed_lines(c) for c in cells if re.match(r'train\("model \d"', "".join(c["source"]))]
+    logs = [printed_lines(c) for c in cells if re.search(r'^train\("model \d"', "".join(c["source"]), re.M)]
     assert len(logs) == 6 and all(len(lines) <= 8 for lines in logs), [len(lines) for lines in logs]
     text = committed_text()
     assert "+-" not in text and "±" in text
     frames = ["".join(o["data"]["text/plain"]) for o in outputs(notebook()) if "text/plain" in o.get("data", {})]
     (dynamics,) = [f for f in frames if f.lstrip().startswith("model") and "from the history" in f]
-    for row in dynamics.splitlines()[2:]:
-        decimals = {len(v.split(".")[1]) if "." in v else 0 for v in re.findall(r"-?\d+(?:\.\d+)?", row[42:])}
-        assert len(decimals) == 1, row
+    checked = 0
+    for row in dynamics.splitlines():  # pandas wraps the table in blocks, each under its header
+        numbers = re.findall(r"-?\d+(?:\.\d+)?", row[42:])
+        if row.startswith(("model", "from the history")) or not numbers:
+            continue
+        assert len({len(v.split(".")[1]) if "." in v else 0 for v in numbers}) == 1, row
+        checked += 1
+    assert checked >= 10
     (recipes,) = [f for f in frames if "trained: " in f and "ingredient" in f]
     trained = ResultsStore(ROOT / "results").summaries()["final seed 0"]["config"]
     assert "starting recipe (not trained as final)" in recipes and "trained: " in recipes
@@ -351,19 +356,24 @@ def test_figures_are_legible_at_the_pdfs_size(tmp_path):
         plt.close(fig)
     matplotlib.pyplot.close("all")
     images = [o for o in outputs(notebook()) if "image/png" in o.get("data", {})]
-    assert len(images) >= 11
-    wide = [png_width(o) for o in images if png_width(o) > 590]  # 5.9 in at the inline backend's 100 dpi
-    assert not wide, wide
+    assert len(images) >= 10
+    # nbconvert shrinks an image wider than 0.9 of the 6.5 in line (585 px at the inline backend's 100 dpi) to it
+    shrunk = [(png_width(o), figures.FONT * min(1.0, 585 / png_width(o))) for o in images]
+    assert min(size for _, size in shrunk) >= 7.0, shrunk
 
 
-def test_model_6_errors_name_the_most_confused_pair():
-    frames = ["".join(o["data"]["text/plain"]) for o in outputs(notebook()) if "text/plain" in o.get("data", {})]
-    pairs = [f for f in frames if "predicted as" in f]
-    assert len(pairs) == 1 and len(pairs[0].splitlines()) == 2 + 5  # header, index name, five pairs
-    assert re.search(r"Most confused: \w+ taken for \w+ \(\d+ images", committed_text())
+def test_model_6_errors_name_the_most_confused_pairs():
+    """The five most confused pairs in one line (true class as predicted class, images, share of the true class),
+    and the confusion matrix figure labels each true class with its accuracy."""
+    text = " ".join(committed_text().split())
+    pair = r"\w+ as \w+ \d+ \(\d+\.\d%\)"
+    assert re.search(rf"Most confused \(true as predicted, images, share of the true class\): {pair}(; {pair}){{4}}\.",
+                     text)
+    assert re.search(r"Hardest class: \w+, \d+\.\d%", text)
 
 
 def png_width(output: dict) -> int:
+    """The width in pixels of a PNG output (its IHDR chunk)."""
     return struct.unpack(">I", base64.b64decode(output["data"]["image/png"])[16:20])[0]
 
 
@@ -415,7 +425,7 @@ def test_tables_are_real_tables_in_the_pdf(exported):
     tex = (exported / "mini_project.tex").read_text()
     nb = notebook()
     expected = sum(text.count(r"\begin{tabular}") for text in latex_outputs(nb))
-    assert expected >= len(dataframe_outputs(nb)) >= 8
+    assert expected >= len(dataframe_outputs(nb)) >= 7
     assert tex.count(r"\begin{tabular}") == expected
     log = (exported / "mini_project.log").read_text(errors="replace")
     assert not re.search(r"Missing character", log), "a character the PDF font lacks"
@@ -430,7 +440,8 @@ def test_pdf_headings_are_numbered_once(exported):
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", "-layout", str(exported / "mini_project.pdf"), "-"],
                               capture_output=True, text=True, check=True).stdout
-        twice = re.findall(r"^\s*\d+(?:\.\d+)*\s+\d+\.\s+[A-Z].*$", text, re.MULTILINE)
+        # on one line: a list item after a page number on the line above is not a heading
+        twice = re.findall(r"^[ \t]*\d+(?:\.\d+)*[ \t]+\d+\.[ \t]+[A-Z].*$", text, re.MULTILINE)
         assert not twice, twice
         assert "Conclusion" in text and "Going further" in text
 
