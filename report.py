@@ -583,7 +583,9 @@ class Listing:
         self.parts = [(f"{obj.__module__}.{obj.__qualname__}", inspect.getsource(obj).rstrip()) for obj in objects]
 
     def __repr__(self) -> str:
-        return "\n\n".join(f"# {name}\n{source}" for name, source in self.parts)
+        # the plain-text fallback names the listing; its code is in the Markdown and LaTeX forms
+        lines = sum(len(source.splitlines()) for _, source in self.parts)
+        return f"source of {', '.join(name for name, _ in self.parts)} ({lines} lines)"
 
     def _repr_markdown_(self) -> str:
         return "\n\n".join(f"`{name}`\n```python\n{source}\n```" for name, source in self.parts)
