@@ -245,7 +245,7 @@ def plot_final(store: ResultsStore, seeds: list[str], tuning: str, path: Path):
         ax_loss.plot(h["epoch"], h["train_loss"], color="C0", alpha=0.6, lw=1)
         drawn.append((h["epoch"].tolist(), (100 * h["train_acc"]).tolist()))
     ax_acc.lines[0].set_label(f"training, {count_text(len(seeds), 'seed')} (50k)")
-    if tuning in store.summaries():
+    if store.load(tuning) is not None:  # one summary read, not the whole store
         h, _ = finite_history(store, tuning)
         ax_acc.plot(h["epoch"], 100 * h["val_acc"], color="C1", label="validation, same recipe on 45k")
         drawn.append((h["epoch"].tolist(), (100 * h["val_acc"]).tolist()))
