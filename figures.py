@@ -26,7 +26,8 @@ from text import count_text
 FIGURE_WIDTH = 5.8
 FONT = 8  # points: the smallest text of a figure, and so of the PDF (never shrunk at FIGURE_WIDTH)
 STYLE = {"font.size": FONT, "axes.titlesize": FONT + 1, "axes.labelsize": FONT, "xtick.labelsize": FONT,
-         "ytick.labelsize": FONT, "legend.fontsize": FONT, "figure.titlesize": FONT + 1}
+         "ytick.labelsize": FONT, "legend.fontsize": FONT, "figure.titlesize": FONT + 1,
+         "pdf.fonttype": 42}  # a vector figure embeds TrueType fonts: publishers refuse Type 3
 ZOOM_FROM = 0.25  # of the epochs: accuracy and loss axes span the values after this share, where the runs differ
 
 
@@ -41,18 +42,22 @@ def styled(plot):
     return in_style
 
 
-def figure(rows: int = 1, columns: int = 1, height: float = 2.2, **options):
-    """A new figure FIGURE_WIDTH wide; its tick labels keep FONT points when it is drawn outside STYLE (inline)."""
+def figure(rows: int = 1, columns: int = 1, height: float = 2.2, width: float = FIGURE_WIDTH, **options):
+    """A new figure `width` inches wide (the notebook's FIGURE_WIDTH unless the paper's column asks less); its tick
+    labels keep FONT points when it is drawn outside STYLE (inline)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(rows, columns, figsize=(FIGURE_WIDTH, height), **options)
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), **options)
     for ax in fig.axes:
         ax.tick_params(labelsize=FONT)
     return fig, axes
 
 
 def save_figure(fig, path: str | Path, **options) -> None:
-    """fig.savefig(path, **options), written atomically."""
+    """fig.savefig(path, **options), written atomically; a vector PDF carries no creation date, so that the same
+    results always make the same file."""
+    if Path(path).suffix == ".pdf":
+        options = {**options, "metadata": {"CreationDate": None}}
     atomic_write(path, lambda tmp: fig.savefig(tmp, **options))
 
 
@@ -129,6 +134,28 @@ def plot_pairs(store: ResultsStore, pairs: list[tuple[str, str]], labels: dict[s
 
 
 @styled
+def plot_curves(store: ResultsStore, names: list[str], labels: list[str], path: Path, width: float = FIGURE_WIDTH):
+    """Validation accuracy against epoch for several runs on one axis, zoomed as in `plot_pair`, the legend under
+    it in three columns; saved to `path`, `width` inches wide (the paper's column)."""
+    fig, ax = figure(height=2.3, width=width)
+    drawn, epochs = [], 1
+    for k, (name, label) in enumerate(zip(names, labels)):
+        h, _ = finite_history(store, name)
+        # a line style beside each color: the curves stay apart in a greyscale print
+        ax.plot(h["epoch"], 100 * h["val_acc"], label=label, lw=1, linestyle=("-", "--", ":")[k % 3])
+        drawn.append((h["epoch"].tolist(), (100 * h["val_acc"]).tolist()))
+        epochs = max(epochs, len(h))
+    zoom(ax, drawn, epochs)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, frameon=False)
+    # inches kept free under the axes for the legend's rows
+    fig.tight_layout(rect=(0, (0.1 + 0.17 * math.ceil(len(names) / 3)) / 2.3, 1, 1))
+    save_figure(fig, path, dpi=110)
+    return fig
+
+
+@styled
 def plot_train_val(store: ResultsStore, names: list[str], labels: list[str], path: Path):
     """Training and validation accuracy against epoch, one panel per run (two rows), saved to `path`: the
     distance between the two curves is the run's overfitting."""
@@ -200,11 +227,11 @@ def plot_images(rows: list[list], titles: list[list[str]], height: float, title:
 
 
 def dot_plot(labels: list[str], series: list[tuple], xlabel: str, title: str, path: Path,
-             lines: dict[str, float] | None = None):
+             lines: dict[str, float] | None = None, width: float = FIGURE_WIDTH):
     """Dots with horizontal error bars, one row per label (the first on top), the `series` (name, values, bars,
     marker) side by side in each row, with vertical `lines` (label -> x); the legend under the axes; saved."""
     height = 0.3 * len(labels) + 0.9
-    fig, ax = figure(height=height)
+    fig, ax = figure(height=height, width=width)
     y = np.arange(len(labels))[::-1]
     for k, (name, values, bars, marker) in enumerate(series):
         offset = 0.15 * (1 - 2 * k / max(1, len(series) - 1)) if len(series) > 1 else 0.0
@@ -223,13 +250,13 @@ def dot_plot(labels: list[str], series: list[tuple], xlabel: str, title: str, pa
 
 
 @styled
-def plot_summary(summary, path: Path, lines: dict[str, float]):
+def plot_summary(summary, path: Path, lines: dict[str, float], width: float = FIGURE_WIDTH,
+                 title: str = "Final-epoch accuracy with two standard errors"):
     """`accuracy_summary` as dots with two-standard-error bars, validation and test side by side per run, with
-    vertical `lines` (label -> accuracy in %: a bar, a target); saved to `path`."""
+    vertical `lines` (label -> accuracy in %: a bar, a target); saved to `path`, `width` inches wide."""
     series = [(f"{name} ± 2 SE", summary[f"{split} acc (%)"], summary[f"{split} 2 SE"], marker)
               for name, split, marker in (("validation", "val", "o"), ("test", "test", "s"))]
-    return dot_plot(list(summary.index), series, "accuracy (%)", "Final-epoch accuracy with two standard errors",
-                    path, lines)
+    return dot_plot(list(summary.index), series, "accuracy (%)", title, path, lines, width)
 
 
 @styled
