@@ -11,7 +11,7 @@ Read it top to bottom as a map of the project; each module has one job:
 - `text.py`         counts, durations and log lines, wrapped to the PDF's page
 Beside them: `store.py` (results on disk), `cuda_graph.py` (the step as a CUDA graph), `checks.py` (bad input),
 `plan.py` (what Run all will cost), `report.py` (tables and analysis), `figures.py` (its figures),
-`predictions.py` (a hidden test set).
+`findings.py` (the findings the paper states too), `predictions.py` (a hidden test set).
 Importing this module checks the torch version and nothing else: no data is read, no device touched.
 """
 from __future__ import annotations

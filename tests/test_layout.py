@@ -24,10 +24,11 @@ ALLOWED = {"checks": set(), "safe_pickle": {"checks"}, "text": set(), "choices":
                        "training"},
            "plan": {"data", "recipe", "store", "text", "training"},
            "report": {"choices", "data", "networks", "store", "text"},
-           "figures": {"choices", "data", "report", "store", "text"},
+           "figures": {"choices", "data", "report", "store", "text"}, "findings": {"choices", "report"},
            "predictions": {"checks", "data", "evaluation", "recipe", "safe_pickle", "store", "text", "training",
                            "round3"},
            "tools/update_readme": {"experiments", "helpers", "report", "store"}, "tools/render": {"report", "store"},
+           "tools/paper": {"experiments", "figures", "findings", "helpers", "report", "store", "update_readme"},
            "tools/predict": {"checks", "helpers", "predictions", "store"},
            "benchmarks/round3": {"experiments", "helpers"}}
 TRAINING_CODE = ("training", "experiments", "evaluation", "cuda_graph", "helpers")  # what report.py never loads

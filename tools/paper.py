@@ -9,7 +9,6 @@ macro, when a citation does not resolve, or when the paper runs past PAGES pages
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # the project's modules, and RE
 import helpers as H  # noqa: E402
 from experiments import BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, NETWORKS, SEED_PREFIX, SWEEP_PREFIX, TUNING  # noqa: E402
 import figures  # noqa: E402
+import findings  # noqa: E402
 import report  # noqa: E402
 from store import ResultsStore  # noqa: E402
 from update_readme import ORIGINAL_BAR  # noqa: E402
@@ -91,8 +91,7 @@ class Runs:
         self.n_val = self.seeds[0]["train_images"] - self.summaries[EXPERIMENT_RUNS[0]]["train_images"]
         self.sweep = report.sweep_runs(self.summaries, TUNING, SWEEP_PREFIX, BASE_LABEL)
         self.first = ResultsStore(Path(results_dir) / FIRST_SWEEP).summaries()
-        explored = Path(results_dir) / "exploration-2" / "summary.json"
-        self.explored = json.loads(explored.read_text()) if explored.exists() else {}
+        self.results_dir = Path(results_dir)
 
     def compare(self, a: str, b: str) -> str:
         """The notebook's `compare`: final validation accuracies and their difference, jitter counted."""
@@ -105,30 +104,31 @@ class Runs:
         return next(label for label, s in self.sweep.items() if recipe(s["config"]) == recipe(self.seeds[0]["config"]))
 
 
-def networks() -> dict[str, object]:
-    """The notebook's networks, built from its `model` cells: label -> builder."""
+def networks(final: dict) -> dict[str, object]:
+    """The notebook's networks, built from its `model` cells (the final one at its `final` configuration):
+    "arch" -> a builder."""
     ns = H.notebook_namespace(NOTEBOOK, ("model",))
     return {"resnet18": ns["resnet18"], "option1": ns["option1"], "option2": ns["option2"],
-            "fast_resnet": ns["fast_resnet"]}
+            "fast_resnet": lambda: ns["fast_resnet"](final["widths"], final["blocks"])}
 
 
 def numbers(runs: Runs) -> dict[str, str]:
     """Every number and verdict the prose states: macro name -> its text (plain; escaped when written)."""
     s, seeds = runs.summaries, runs.seeds
-    params = {name: H.count_parameters(build()) for name, build in networks().items()}
     final_config = seeds[0]["config"]
-    built = networks()
-    gflop = {name: H.flops_per_image(build()) / 1e9 for name, build in built.items()
-             if name != "fast_resnet"}
-    gflop["fast_resnet"] = H.flops_per_image(built["fast_resnet"](final_config["widths"],
-                                                                  final_config["blocks"])) / 1e9
-    params["fast_resnet"] = seeds[0]["trainable_params"]
+    built = networks(final_config)
+    params = {arch: H.count_parameters(build()) for arch, build in built.items()}
+    gflop = {arch: H.flops_per_image(build()) / 1e9 for arch, build in built.items()}
+    for run in [*(s[n] for n in EXPERIMENT_RUNS), seeds[0]]:  # the code counts what the runs stored
+        if params[run["config"]["arch"]] != run["trainable_params"]:
+            fail(f"{run['name']} stored {run['trainable_params']:,} parameters but the notebook's "
+                 f"{run['config']['arch']} has {params[run['config']['arch']]:,}: the stored run is not this network")
     m6, spread = s["model 6"], report.final_spread(seeds, runs.n_test)
     parameters = H.notebook_namespace(NOTEBOOK, ("parameters",))
     target = parameters["TARGET"]
     chosen = runs.chosen()
-    picked = 100 * H.validation_score(runs.sweep[chosen]).acc
-    gaps = runs.dynamics["gap (points)"]
+    picked, drop = findings.winners_curse(runs.sweep[chosen], spread)
+    gaps, change = runs.dynamics["gap (points)"], findings.gap_changes(runs.dynamics)
     values = {
         "Budget": f"{BUDGET:,}", "BudgetShort": f"{BUDGET / 1e6:g}M",
         "TrainImages": f"{s['model 1']['train_images']:,}", "ValImages": f"{runs.n_val:,}",
@@ -148,13 +148,12 @@ def numbers(runs: Runs) -> dict[str, str]:
         "SamplingSE": f"{100 * H.standard_error(m6['final_val_acc'], runs.n_val):.2f}",
         "ModelSixTest": f"{100 * m6['test_acc']:.2f}",
         "ModelSixTestSE": f"{100 * H.standard_error(m6['test_acc'], runs.n_test):.2f}",
-        "ModelSixBar": {"higher": "above", "lower": "below"}.get(
-            H.verdict(m6["test_acc"], ORIGINAL_BAR / 100, runs.n_test), "within noise of"),
+        "ModelSixBar": findings.bar_side(m6["test_acc"], ORIGINAL_BAR / 100, runs.n_test),
         "TestCosine": report.difference_text(s["model 6"]["test_acc"], s["model 5"]["test_acc"], runs.n_test,
                                              (runs.jitter["model 6"], runs.jitter["model 5"])),
         "SlopeOne": report.slope_text(runs.store, "model 1", "model 2").split(": ", 1)[1],
         "SlopeTwo": report.slope_text(runs.store, "model 3", "model 4").split(": ", 1)[1],
-        "GapLtwo": f"{gaps['model 5'] - gaps['model 4']:+.2f}", "GapCosine": f"{gaps['model 6'] - gaps['model 5']:+.2f}",
+        "GapLtwo": f"{change['L2']:+.2f}", "GapCosine": f"{change['schedule']:+.2f}",
         "GapLow": f"{gaps.min():.2f}", "GapHigh": f"{gaps.max():.2f}",
         "FinalNetwork": NETWORKS.get(final_config["arch"], final_config["arch"]),
         "FinalWidths": "-".join(map(str, final_config["widths"])),
@@ -169,18 +168,17 @@ def numbers(runs: Runs) -> dict[str, str]:
         "FinalSeconds": f"{sum(r['train_seconds'] for r in seeds) / len(seeds):.0f}",
         "Chosen": chosen, "Choice": report.choice_text(runs.sweep, chosen, runs.n_val),
         "PlainOrder": report.plain_order_text(runs.sweep, chosen, runs.n_val) or "no runner-up",
-        "FinalGain": f"{spread.mean - 100 * m6['test_acc']:+.2f}", "SelectionVal": f"{picked:.2f}", "SelectionDrop": f"{spread.mean - picked:+.2f}",
+        "FinalGain": f"{spread.mean - 100 * m6['test_acc']:+.2f}", "SelectionVal": f"{picked:.2f}",
+        "SelectionDrop": f"{drop:+.2f}",
         "SweepRuns": f"{len(runs.sweep)}",
     }
     tested_first, _, _ = report.final_seeds(runs.first, SEED_PREFIX)
     values["FirstSweep"] = (report.spread_text(report.final_spread(tested_first, runs.n_test)) if tested_first
                             else "not run")
-    longer = runs.explored.get("second choice, 100 epochs")
+    longer = findings.longer_run(runs.results_dir, runs.sweep[chosen], runs.n_val)
     if longer is not None:
-        a, b = H.validation_score(longer).acc, H.validation_score(runs.sweep[chosen]).acc
-        values["LongerVal"] = f"{100 * a:.2f}"
-        values["LongerEpochs"] = f"{longer['epochs_completed']}"
-        values["Longer"] = report.difference_text(a, b, runs.n_val)
+        run, score, difference = longer
+        values |= {"LongerVal": f"{score:.2f}", "LongerEpochs": f"{run['epochs_completed']}", "Longer": difference}
     for k, name in enumerate(EXPERIMENT_RUNS):
         values[f"Val{WORDS[k]}"] = report.accuracy_text(s[name], "final_val_acc")
         values[f"Test{WORDS[k]}"] = report.accuracy_text(s[name])
@@ -317,7 +315,7 @@ def check_prose(tex_path: Path = PAPER / "paper.tex") -> None:
     """Stop when the prose types a number (`typed_numbers`)."""
     typed = typed_numbers(tex_path.read_text())
     if typed:
-        fail(f"{tex_path.relative_to(ROOT)} types a number outside a macro ({typed[0][:70]!r}): write it as a "
+        fail(f"{tex_path.name} types a number outside a macro ({typed[0][:70]!r}): write it as a "
              "macro in numbers.tex (tools/paper.py) or cite its source")
 
 
