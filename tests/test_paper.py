@@ -114,7 +114,8 @@ def test_every_macro_the_prose_uses_is_defined():
 
 
 def test_every_citation_has_a_full_entry():
-    cited = {key.strip() for group in re.findall(r"\\cite[pt]?\{([^}]*)\}", TEX.read_text()) for key in group.split(",")}
+    groups = re.findall(r"\\cite[pt]?\{([^}]*)\}", TEX.read_text())
+    cited = {key.strip() for group in groups for key in group.split(",")}
     bib = (ROOT / "documentation" / "paper" / "references.bib").read_text()
     entries = dict(re.findall(r"@\w+\{(\w+),(.*?)\n\}", bib, re.S))
     assert cited and cited <= set(entries), cited - set(entries)

@@ -129,6 +129,7 @@ def numbers(runs: Runs) -> dict[str, str]:
     chosen = runs.chosen()
     picked, drop = findings.winners_curse(runs.sweep[chosen], spread)
     gaps, change = runs.dynamics["gap (points)"], findings.gap_changes(runs.dynamics)
+    six_row = runs.dynamics.loc["model 6"]
     values = {
         "Budget": f"{BUDGET:,}", "BudgetShort": f"{BUDGET / 1e6:g}M",
         "TrainImages": f"{s['model 1']['train_images']:,}", "ValImages": f"{runs.n_val:,}",
@@ -155,6 +156,9 @@ def numbers(runs: Runs) -> dict[str, str]:
         "SlopeTwo": report.slope_text(runs.store, "model 3", "model 4").split(": ", 1)[1],
         "GapLtwo": f"{change['L2']:+.2f}", "GapCosine": f"{change['schedule']:+.2f}",
         "GapLow": f"{gaps.min():.2f}", "GapHigh": f"{gaps.max():.2f}",
+        "JitterFive": f"{runs.dynamics.loc['model 5', report.JITTER]:.2f}",
+        "JitterSix": f"{six_row[report.JITTER]:.2f}",
+        "SixBestGap": f"{six_row['best val acc (%)'] - six_row['val acc (%)']:.2f}",
         "FinalNetwork": NETWORKS.get(final_config["arch"], final_config["arch"]),
         "FinalWidths": "-".join(map(str, final_config["widths"])),
         "FinalBlocks": "-".join(map(str, final_config["blocks"])), "FinalEpochs": f"{final_config['epochs']}",
