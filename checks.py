@@ -78,11 +78,16 @@ def flag(name: str, value, none: bool = False) -> bool | None:
                    f"not {shown(value)}")
 
 
-def whole(name: str, value, least: int = 1) -> int:
-    """An integer of at least `least` (a bool is not one: True would train one epoch)."""
+SEED_LIMIT = 2**32 - 1  # the largest seed numpy's generators take (torch takes more): a run's seed stays under it
+
+
+def whole(name: str, value, least: int = 1, most: int | None = None) -> int:
+    """An integer of at least `least` and at most `most` (a bool is not one: True would train one epoch)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
         kind = "a positive whole number" if least == 1 else f"a whole number of at least {least}"
         raise BadInput(f"{name} must be {kind}, not {shown(value)}")
+    if most is not None and value > most:
+        raise BadInput(f"{name} must be at most {most:,}, not {value:,}")
     return int(value)
 
 
@@ -142,7 +147,8 @@ def percentage(name: str, value) -> float:
 # each name of the notebook's parameters cell and its check (a test holds the two lists equal)
 PARAMETERS: dict[str, Callable[[str, object], object]] = {
     "DATA_DIR": path_text, "RESULTS_DIR": path_text, "DOC_DIR": path_text,
-    "EPOCHS": whole, "QUICK": lambda n, v: flag(n, v, none=True), "SEED": lambda n, v: whole(n, v, least=0),
+    "EPOCHS": whole, "QUICK": lambda n, v: flag(n, v, none=True),
+    "SEED": lambda n, v: whole(n, v, least=0, most=SEED_LIMIT),
     "REFERENCE": lambda n, v: flag(n, v, none=True), "LEARNING_RATES": rate_pair,
     "FINAL_EPOCHS": whole, "FINAL_SEEDS": whole, "SWEEP": flag, "TARGET": percentage, "COMPILE": flag,
     "GRAPHS": lambda n, v: flag(n, v, none=True), "PRECISION": choice((None, "bf16", "fp16", "fp32")),
@@ -162,6 +168,10 @@ def parameters(namespace: dict) -> None:
             # papermill's -p QUICK false, for one
             print(f"{name}: {namespace[name]!r} read as {value!r}")
         namespace[name] = value
+    last = namespace["SEED"] + namespace["FINAL_SEEDS"] - 1  # the final model's seeds are SEED, SEED + 1, ...
+    if last > SEED_LIMIT:
+        raise BadInput(f"SEED {namespace['SEED']:,} with FINAL_SEEDS {namespace['FINAL_SEEDS']}: the last seed, "
+                       f"{last:,}, is over {SEED_LIMIT:,}, the largest numpy takes; choose a smaller SEED")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ that no Python work is done per image. Nothing runs at import time.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +33,17 @@ EVAL_BATCH = 1024  # images per evaluation batch
 
 BATCH_IMAGES = 10_000  # images in each of CIFAR-10's six batch files
 TEST_IMAGES = BATCH_IMAGES  # CIFAR-10's test split: one batch file
+# `batch_digest` of each of CIFAR-10's batch files, computed once from a copy checked pixel-exact against the
+# original (the SHA-256 digests of its arrays: ../shared/cifar10/unpack.py): a batch copied over another, altered or
+# reordered is named, not read as CIFAR-10
+BATCH_DIGESTS = {
+    "data_batch_1": "54b2ed21fbd6a52cfc507fb5af63b8610e1938828f3017b159e69e87bb1965db",
+    "data_batch_2": "a860ea80505c3e017d336ca80eca64bdc58099bf285ae8650980ed6c846f5e53",
+    "data_batch_3": "701e5e97f12252a2ec703b29fe275315471b883e27926ec8e9d3b08ca81b2fab",
+    "data_batch_4": "6c9358a56fb97959b9b494683c1c1ef9f0c4f291f3686302835e08a0b0ab2f47",
+    "data_batch_5": "c2108fec4d9d07a51c26c680b5886f54ff810c859a3f7ba7efe3a4a82a838293",
+    "test_batch": "2c33b053d1cd726af8d86e174a96dd89d7000ba1412add026d68142375b89d51",
+}
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -40,15 +52,10 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     fix = (f"delete the folder {path.parent} so that torchvision downloads it again, or point DATA_DIR at a good "
            f"copy of CIFAR-10 (the python version)")
     if not path.is_file():
-        raise BadInput(f"{path} is missing: {path.parent} holds only part of CIFAR-10; {fix}")
-    try:  # the pickles themselves: torchvision's md5 check refuses re-encoded copies
-        batch = safe_pickle.load(path)  # plain data: a planted pickle runs nothing
-    except BadInput:
-        raise
-    # truncated, random bytes, another format: all the same fault
-    except Exception as error:  # noqa: BLE001
-        raise BadInput(f"{path} is not a readable pickle ({type(error).__name__}: {error}); {fix}") from None
-    batch = safe_pickle.text_keys(batch) if isinstance(batch, dict) else batch
+        raise BadInput(f"{path} {entry_kind(path)}: {path.parent} holds only part of CIFAR-10; {fix}")
+    # plain data: a planted pickle runs nothing; truncated, random bytes, another format: one fault
+    batch = safe_pickle.load(path, fix=fix)
+    batch = safe_pickle.text_keys(batch, path) if isinstance(batch, dict) else batch
     if not isinstance(batch, dict) or not {"data", "labels"} <= set(batch):
         found = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise BadInput(f"{path} is not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {found}; "
@@ -68,7 +75,28 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if outside.size:
         raise BadInput(f"{path}: {count_text(outside.size, 'label')} outside 0-{len(CLASSES) - 1} (such as "
                        f"{outside[0]}); CIFAR-10 has {len(CLASSES)} classes; {fix}")
+    digest = batch_digest(images, labels)
+    if digest != BATCH_DIGESTS.get(path.name, digest):
+        copied = next((name for name, known in BATCH_DIGESTS.items() if known == digest), None)
+        what = (f"holds the images and labels of {copied} (a copy over this file)" if copied else
+                "holds other images or labels than CIFAR-10's (altered, reordered or another data set)")
+        raise BadInput(f"{path} {what}; {fix}")
     return images.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def entry_kind(path: Path) -> str:
+    """What stands at `path` instead of a regular file, in words: 'is missing', 'is a folder', ..."""
+    if path.is_symlink() and not path.exists():  # a link to nowhere, or a loop of links
+        return "is a symbolic link that leads to no file"
+    if not path.exists():
+        return "is missing"
+    return "is a folder, not a batch file" if path.is_dir() else "is not a regular file (a device, socket or pipe)"
+
+
+def batch_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-256 of a batch's pixels (uint8, in file order) and labels (little-endian int64), in hex."""
+    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes()
+                          + np.asarray(labels, dtype="<i8").tobytes()).hexdigest()
 
 
 def load_cifar10(data_dir: str | Path, download: bool = True) -> dict[str, torch.Tensor]:
@@ -114,6 +142,22 @@ def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation of uint8 images (N,3,H,W), on the 0-1 scale."""
     pixels = x.permute(1, 0, 2, 3).reshape(3, -1).double() / 255
     return pixels.mean(1).float(), pixels.std(1).float()
+
+
+class Normalisation(NamedTuple):
+    """Per-channel mean and standard deviation (0-1 scale) that a run's images were normalised with: recorded in
+    its summary, so that its weights predict without CIFAR-10 at hand."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def record(self) -> dict:
+        """As a summary stores it: {"mean": [3 floats], "std": [3 floats]} (float32 values, exact in JSON)."""
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def of(cls, record: dict) -> "Normalisation":
+        return cls(*(torch.tensor(record[key], dtype=torch.float32) for key in ("mean", "std")))
 
 
 @dataclass

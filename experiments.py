@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from checks import writable_folder
 from choices import diverged_epoch
-from data import Batches, Data, eval_batches, training_batches
+from data import Batches, Data, Normalisation, eval_batches, training_batches
 from evaluation import evaluate_recipe
 from networks import count_parameters, fit_to_data, unwrap
 from recipe import Recipe
@@ -112,6 +112,7 @@ def run_experiment(name: str, config: dict, build_model: Callable[[], nn.Module]
     model, train, val = set_up(recipe, build_model, data, engine, protocol.split)
     result = fit(model, train, val, recipe, engine, checkpoint, dataclasses.replace(progress, label=name))
     summary = summarise(name, recipe, model, result, engine, len(train.x))
+    summary["normalisation"] = Normalisation(*data.stats).record()  # its weights then predict without CIFAR-10
     if not summary["diverged"]:  # a diverged run is not tested, and keeps no weights
         weights = store.path(name, ".pt") if protocol.keep_weights else None
         test = eval_batches(data.test, data, engine.device) if protocol.test else None

@@ -25,7 +25,7 @@ require_torch(torch.__version__)  # one line naming the version, before anything
 # the recipe and the data
 from recipe import DEFAULTS, KNOWN, Recipe, check_config, check_keys  # noqa: E402
 from data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, TEST_IMAGES, Augmentation, Batches, Data,  # noqa: E402
-                  channel_stats, crop_flip, cutout, eval_batches, load_cifar10, prepare_data, read_batch,
+                  Normalisation, channel_stats, crop_flip, cutout, eval_batches, load_cifar10, prepare_data, read_batch,
                   split_train_val, training_batches)
 # the networks, counted
 from networks import (count_parameters, fit_to_data, flops_per_image, notebook_namespace,  # noqa: E402

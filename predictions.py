@@ -13,6 +13,9 @@ notebook's last section calls `read_images` and `write_predictions` with its rel
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import time
 from collections import Counter
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data import CLASSES, EVAL_BATCH, Batches, Data
+from data import CLASSES, EVAL_BATCH, Batches, Data, Normalisation, prepare_data
 from evaluation import predict
 from recipe import Recipe
 from text import wrapped
@@ -91,22 +94,47 @@ def checked_ids(ids, count: int, origin: Path) -> list:
         raise BadInput(f"{origin}: ids must be integers or strings, not {', '.join(kinds)}")
     if len(ids) != count:
         raise BadInput(f"{origin}: {len(ids):,} ids for {count:,} images; each image needs exactly one id")
-    repeated = [i for i, n in Counter(ids).items() if n > 1]
+    # compared as the CSV will write them: 1 and "1" are one id there
+    repeated = [i for i, n in Counter(map(str, ids)).items() if n > 1]
     if repeated:
         raise BadInput(f"{origin}: {len(repeated):,} repeated ids (the first: {repeated[0]!r}); each id must be "
                        f"unique for the CSV to say which image a label belongs to")
     return ids
 
 
+def read_npy(path: Path) -> np.ndarray:
+    """A .npy array of numbers, its header checked against the file before any memory is taken for it; a pickle,
+    an object array or a file shorter than its header says raise BadInput naming the file."""
+    fix = "save the images with np.save(path, array): uint8, N x 32 x 32 x 3 or N x 3072"
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(f)
+        except ValueError:  # not a .npy: no magic string, or no header
+            kind = "a pickle" if path.read_bytes()[:1] == b"\x80" else "not a .npy array"
+            raise BadInput(f"{path} is {kind}; a .npy must hold an array of numbers ({fix}); a pickle reads "
+                           f"safely under a .pkl name") from None
+        if dtype.hasobject:
+            raise BadInput(f"{path} holds an array of Python objects ({dtype}), which only an unsafe load could read; "
+                           f"{fix}")
+        needed, held = int(np.prod(shape)) * dtype.itemsize, path.stat().st_size - f.tell()
+        if needed > held:
+            raise BadInput(f"{path}: its header promises an array {shape} of {dtype} ({needed:,} bytes), but the "
+                           f"file holds {held:,}: it is cut short or damaged; {fix}")
+        f.seek(0)
+        return np.load(f, allow_pickle=False)  # no pickled objects: nothing in it can run
+
+
 def read_array_file(path: Path) -> Images:
     """A pickle (dict with data and ids, or a bare array) or a .npy array."""
-    if path.suffix == ".npy":
-        content = np.load(path, allow_pickle=False)  # no pickled objects: nothing in it can run
-    else:
-        content = safe_pickle.load(path)
+    if path.suffix == ".npz":
+        raise BadInput(f"{path} is an .npz archive of several arrays; save the images alone with np.save as .npy, "
+                       f"or as a pickle {{'data': images, 'ids': ids}}")
+    content = read_npy(path) if path.suffix == ".npy" else safe_pickle.load(path)
     ids = None
     if isinstance(content, dict):
-        content = safe_pickle.text_keys(content)
+        content = safe_pickle.text_keys(content, path)
         if "data" not in content:
             raise BadInput(f"{path}: a dict without a 'data' entry (its keys: {sorted(map(str, content))}); "
                            f"expected the course's layout, {{'data': images, 'ids': ids}}")
@@ -124,6 +152,23 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+def rgb(image, path: Path):
+    """8-bit RGB from an image of any usual mode by its real values: PIL's conversions for palette, greyscale,
+    RGBA (alpha dropped) and CMYK, 16-bit integer images scaled from 0-65535; a float image is refused."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16L", "I;16B", "I"):
+        # PIL's own conversion clips 16-bit values at 255: every pixel of a 16-bit photo would be white
+        values = np.asarray(image, dtype=np.float64) / 257
+        if values.max() > 255 or values.min() < 0:
+            raise BadInput(f"{path}: a {image.mode} image with values outside 16 bits; save it as 8-bit RGB")
+        image = Image.fromarray(np.round(values).astype(np.uint8), mode="L")
+    elif image.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        raise BadInput(f"{path}: an image of mode {image.mode} (floating-point or unusual pixels); save it as 8-bit "
+                       f"RGB")
+    return image.convert("RGB")
+
+
 def read_folder(folder: Path) -> Images:
     """The PNG and JPEG images of a folder, in natural order of their names, as RGB; other sizes resized."""
     from PIL import Image, UnidentifiedImageError
@@ -136,7 +181,9 @@ def read_folder(folder: Path) -> Images:
     for path in files:
         try:
             with Image.open(path) as opened:
-                image = opened.convert("RGB")
+                image = rgb(opened, path)
+        except Image.DecompressionBombError as error:
+            raise BadInput(f"{path}: {error}; a CIFAR-like image is 32x32 pixels: shrink it first") from None
         except (UnidentifiedImageError, OSError) as error:
             raise BadInput(f"{path}: not a readable image ({error}); remove it or replace it") from None
         if image.size != (SIDE, SIDE):
@@ -194,6 +241,32 @@ def stored_model(store: ResultsStore, name: str, namespace: dict) -> tuple[nn.Mo
                        f"{first}); a Run all sets it aside and trains the run again") from None
 
 
+def normalisation(summary: dict, data_dir: str | Path | None) -> Normalisation:
+    """The statistics the stored run trained with: as its summary records them, or (for a run that records none)
+    from the training split of CIFAR-10 in `data_dir`; BadInput when neither is at hand."""
+    if "normalisation" in summary:
+        return Normalisation.of(summary["normalisation"])
+    if data_dir is None:
+        raise BadInput(f"{summary['name']!r} records no normalisation statistics (it was stored before runs did): "
+                       f"give --data-dir, a folder with CIFAR-10, whose training split gives them")
+    return Normalisation(*prepare_data(data_dir).stats)  # the notebook's 45k split
+
+
+def record_normalisation(store: ResultsStore, stats: Normalisation) -> list[str]:
+    """Write `stats` into every summary of `store` with weights that records none (runs stored before runs
+    recorded it; their configuration and its hash untouched); returns their names."""
+    recorded = []
+    for name, summary in store.summaries().items():
+        if store.path(name, ".pt").exists() and "normalisation" not in summary:
+            stored = json.loads(store.path(name, ".json").read_text())  # its keys as written, not as read
+            text = json.dumps({**stored, "normalisation": stats.record()}, indent=2)
+            atomic_write(store.path(name, ".json"), lambda tmp: tmp.write_text(text))
+            recorded.append(name)
+    if recorded:
+        store.write_index()
+    return recorded
+
+
 def accuracy_text(summary: dict) -> str:
     """'test accuracy 95.48% as stored', or what the run has instead."""
     if summary.get("test_acc") is None:
@@ -215,10 +288,30 @@ def predict_labels(model: nn.Module, x: torch.Tensor, mean, std, engine: Engine,
     return predict(model, batches, engine, tta=tta, views=views).argmax(1).cpu()
 
 
+def check_out(out: str | Path, source: str | Path, name: str = "--out") -> Path:
+    """The CSV path `out`, checked before anything is read or predicted: not a folder, its folder makable (no file
+    on the way), not the input `source` itself. BadInput naming it (as `name`) otherwise."""
+    out, source = Path(out), Path(source)
+    if out.is_dir():
+        raise BadInput(f"{name} {out} is a folder; name the CSV file to write, such as {out / 'submission.csv'}")
+    above = next((folder for folder in out.absolute().parents if folder.exists()), None)
+    if above is not None and not above.is_dir():
+        raise BadInput(f"{name} {out}: {above} is a file, so the CSV's folder cannot be made there; choose another "
+                       f"path")
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise BadInput(f"{name} {out} is the input itself: writing the CSV would replace the images; name another "
+                       f"file")
+    return out
+
+
 def write_csv(path: str | Path, ids: list, labels: torch.Tensor) -> None:
-    """ID,Labels, one row per image in input order; the file appears whole or not at all."""
-    rows = "".join(f"{i},{label}\n" for i, label in zip(ids, labels.tolist()))
-    atomic_write(path, lambda tmp: tmp.write_text("ID,Labels\n" + rows))
+    """ID,Labels, one row per image in input order, written by the csv module (an id with a comma, a quote or a
+    line break is quoted, so that it reads back as itself); the file appears whole or not at all."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["ID", "Labels"])
+    writer.writerows(zip(ids, labels.tolist()))
+    atomic_write(path, lambda tmp: tmp.write_text(text.getvalue(), encoding="utf-8", newline=""))
 
 
 def histogram_text(labels: torch.Tensor) -> str:
@@ -227,12 +320,13 @@ def histogram_text(labels: torch.Tensor) -> str:
     return ", ".join(f"{name} {n:,}" for name, n in zip(CLASSES, counts))
 
 
-def write_predictions(images: Images, out: str | Path, model: nn.Module, config: dict, data: Data,
-                      engine: Engine, tta: bool) -> torch.Tensor:
-    """Predict every image with `model` (prepared by `engine`, normalised with `data`'s training statistics),
-    write the CSV `out`, print what was done; returns the labels."""
+def write_predictions(images: Images, out: str | Path, model: nn.Module, config: dict,
+                      stats: Data | Normalisation, engine: Engine, tta: bool) -> torch.Tensor:
+    """Predict every image with `model` (prepared by `engine`, normalised with the `stats` it trained with: a
+    `Data`'s training split, or the run's recorded `Normalisation`), write the CSV `out`, print what was done;
+    returns the labels."""
     start = time.perf_counter()
-    labels = predict_labels(model, images.x, data.mean, data.std, engine, config, tta)
+    labels = predict_labels(model, images.x, stats.mean, stats.std, engine, config, tta)
     write_csv(out, images.ids, labels)
     views = f"{Recipe.of(config).tta_views} test-time views" if tta else "no test-time augmentation"
     print(f"{len(labels):,} images ({images.layout}) from {images.origin}")

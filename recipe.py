@@ -12,7 +12,7 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field
 
-from checks import BadInput, choice, positive, shown, whole
+from checks import SEED_LIMIT, BadInput, choice, positive, shown, whole
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,21 @@ KNOWN = [f.name for f in SETTINGS]  # every key a configuration may hold: the ot
 CHOICES = {"schedule": ("constant", "cosine", "onecycle"), "ema_buffers": ("average", "copy"),
            "pad_mode": ("constant", "reflect"), "flip": ("random", "alternate"), "tta_views": (4, 6)}
 
+# the interval of each numeric setting (a bracket includes its end, a parenthesis does not): checked with the
+# configuration, so that a negative pad fails before a model is built, not at the first batch, and a negative cutout
+# does not train silently without one
+RANGES = {"momentum": "[0, 1)", "weight_decay": "[0, inf)", "warmup": "[0, 1]", "lr_start": "[0, 1]",
+          "lr_end": "[0, 1]", "label_smoothing": "[0, 1)", "ema_decay": "[0, 1)", "pad": "[0, 31]",
+          "cutout": "[0, 32]", "bias_lr_scale": "(0, inf)", "whiten_bias_epochs": "[0, inf)", "lookahead": "[0, inf)"}
+
+
+def inside(value: float, interval: str) -> bool:
+    """Whether `value` lies in `interval`, written as in RANGES ("[0, 1)"); NaN lies in none."""
+    low, high = (float(end) for end in interval[1:-1].split(", "))
+    above = value > low or (interval[0] == "[" and value == low)
+    below = value < high or (interval[-1] == "]" and value == high)
+    return above and below
+
 
 def check_keys(config: dict, run: str = "a run") -> None:
     """Refuse a configuration with a key outside KNOWN (a misspelt key would be replaced by its default and
@@ -88,18 +103,21 @@ def check_keys(config: dict, run: str = "a run") -> None:
 
 
 def check_config(config: dict, run: str = "a run") -> None:
-    """`check_keys`, then the values that a run hashes and trains with: whole epochs, batch size and seed,
-    a positive learning rate, each DEFAULTS key of its default's type (True for a bool, a number...), and each
-    CHOICES key one of its values."""
+    """`check_keys`, then the values that a run hashes and trains with: whole epochs, batch size and seed (at most
+    SEED_LIMIT), a positive learning rate, each DEFAULTS key of its default's type (True for a bool, a number...)
+    and in its RANGES interval, and each CHOICES key one of its values."""
     check_keys(config, run)
     whole(f"{run}: config 'epochs'", config["epochs"])
     whole(f"{run}: config 'batch_size'", config["batch_size"])
-    whole(f"{run}: config 'seed'", config["seed"], least=0)
+    whole(f"{run}: config 'seed'", config["seed"], least=0, most=SEED_LIMIT)
     positive(f"{run}: config 'lr'", config["lr"])
     for key, default in DEFAULTS.items():
         if not same_kind(config.get(key, default), default):
             raise BadInput(f"{run}: config {key!r} must be of type {type(default).__name__}, like its default "
                            f"{default!r}, not {shown(config[key])}")
+    for key, interval in RANGES.items():
+        if not inside(config.get(key, DEFAULTS[key]), interval):
+            raise BadInput(f"{run}: config {key!r} is {config[key]!r}, outside {interval}; give a value in {interval}")
     for key, options in CHOICES.items():
         choice(options)(f"{run}: config {key!r}", config.get(key, DEFAULTS[key]))
 

@@ -13,11 +13,13 @@ skipped and never a bare exception. `ResultsStore.open` proves the folder writab
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from checks import writable_folder
+from checks import BadInput, writable_folder
 from networks import unwrap
 
 # ---------------------------------------------------------------------------------------------------
@@ -49,8 +51,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)  # a rename is atomic
+    # torch.save on a full disk says only "unexpected pos 128 vs 0": the disk is asked instead
+    except (OSError, RuntimeError) as error:
+        free = shutil.disk_usage(path.parent).free
+        if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < FULL:
+            raise DiskFull(errno.ENOSPC, f"{path} could not be written: its disk is full ({free:,} bytes free); the "
+                                         f"file it would replace is untouched; free some space and run again") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+FULL = 1 << 20  # bytes: a disk with less free than this after a failed write is full
+
+
+class DiskFull(OSError):
+    """A write that a full disk refused: the message says so, and that the earlier file is kept."""
+
+    _render_traceback_ = BadInput._render_traceback_
 
 
 def quarantine(path: Path, reason: str) -> None:
@@ -122,6 +140,10 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
         raise ValueError(f"{path} holds weights of another architecture: {len(shapes)} tensors of another shape, "
                          f"such as {shapes[0]} {tuple(state[shapes[0]].shape)} against "
                          f"{tuple(reference[shapes[0]].shape)}")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"{path} holds weights that are not finite numbers ({len(broken)} tensors, such as "
+                         f"{broken[0]}): a damaged file or a run that diverged")
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model
 
@@ -138,8 +160,11 @@ SUMMARY_FIELDS = {  # every field a served summary is read for, and its types
     "diverged_epoch": (int, type(None)),
 }
 SCORES = {"best_val_acc": MAYBE, "final_val_acc": MAYBE, "final_val_acc_tta": MAYBE, "test_acc": MAYBE,
-          "test_loss": MAYBE, "tta": (bool,)}  # present when measured
+          "test_loss": MAYBE, "tta": (bool,), "normalisation": (dict,)}  # present when measured (or recorded)
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "seconds")
+VALIDATION_COLUMNS = ("val_loss", "val_acc")  # in the history of every run that has a validation split
+ACCURACIES = ("final_train_acc", "best_val_acc", "final_val_acc", "final_val_acc_tta", "test_acc")  # fractions
+AMOUNTS = ("trainable_params", "epochs_completed", "train_images", "train_seconds", "test_loss")  # never negative
 RENAMED = {"path": "step_kind"}  # summary keys stored under an older name: read under the new one
 
 
@@ -160,11 +185,40 @@ def summary_fault(summary) -> str | None:
                 return f"no {key!r}"
         elif not isinstance(summary[key], kinds) or (isinstance(summary[key], bool) and bool not in kinds):
             return f"{key!r} is {summary[key]!r}, not of type {' or '.join(k.__name__ for k in kinds)}"
+    for key in ACCURACIES + AMOUNTS:
+        value, low, high = summary.get(key), 0, 1 if key in ACCURACIES else math.inf
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            return f"{key!r} is {value!r}, outside [{low}, {high}]"
+    if "normalisation" in summary and normalisation_fault(summary["normalisation"]):
+        return f"'normalisation' {normalisation_fault(summary['normalisation'])}"
+    if config_hash(summary["config"]) != summary["config_hash"]:
+        return (f"its configuration hashes to {config_hash(summary['config'])}, not to its stored "
+                f"{summary['config_hash']}: it was edited after the run")
+    return None
+
+
+def normalisation_fault(record: dict) -> str | None:
+    """What makes a recorded normalisation unusable (`data.Normalisation.record`: three finite means and three
+    positive finite standard deviations), or None."""
+    for key, low in (("mean", -math.inf), ("std", 0.0)):
+        values = record.get(key)
+        if not (isinstance(values, list) and len(values) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and low < v < math.inf for v in values)):
+            return f"has no three {'positive ' if low == 0 else ''}numbers as its {key!r}: {values!r}"
     return None
 
 
 def history_fault(history, summary: dict) -> str | None:
-    """Where a history disagrees with its summary (epochs, the last epoch's accuracies, the time), or None."""
+    """Where a history disagrees with its summary (its columns, epochs, the last epoch's accuracies, the time) or
+    holds an accuracy outside [0, 1], or None."""
+    needed = VALIDATION_COLUMNS if any(key in summary for key in ("best_val_acc", "final_val_acc")) else ()
+    missing = [column for column in needed if column not in history]
+    if missing:
+        return f"no {' or '.join(missing)} column, which a run with a validation split records"
+    for column in ("train_acc", "val_acc"):
+        values = history[column].dropna() if column in history else []
+        if len(values) and not ((values >= 0) & (values <= 1)).all():
+            return f"its {column} leaves [0, 1]"
     if len(history) != summary["epochs_completed"]:
         return f"{len(history)} epochs against the summary's {summary['epochs_completed']}"
     last = history.iloc[-1]
@@ -230,12 +284,17 @@ class ResultsStore:
             epochs = history["epoch"].tolist()
             if epochs != list(range(1, len(history) + 1)) or history[["lr", "seconds"]].isna().any().any():
                 raise ValueError("incomplete rows")
-            history[list(HISTORY_COLUMNS)].astype(float)  # every column there, and numbers
-            return history
+            history[[c for c in (*HISTORY_COLUMNS, *VALIDATION_COLUMNS) if c in history]].astype(float)  # numbers
         # pandas' parser errors are ValueErrors
         except (ValueError, KeyError, UnicodeDecodeError) as error:
             quarantine(path, f"history unreadable ({type(error).__name__}); the experiment will be retrained")
             return None
+        summary = self.load(name)
+        fault = history_fault(history, summary) if summary is not None else None
+        if fault is not None:
+            quarantine(path, f"history disagrees with its summary ({fault}); the experiment will be retrained")
+            return None
+        return history
 
     def complete(self, name: str, config: dict, build: Callable[[], nn.Module] | None = None):
         """(summary, history) when a whole finished (or diverged) result exists for exactly this configuration:
@@ -246,13 +305,8 @@ class ResultsStore:
             return None
         if summary["epochs_completed"] != config["epochs"] and not summary.get("diverged"):
             return None
-        history = self.history(name)
+        history = self.history(name)  # checked against the summary
         if history is None:
-            return None
-        fault = history_fault(history, summary)
-        if fault is not None:
-            quarantine(self.path(name, ".csv"), f"history disagrees with its summary ({fault}); the experiment "
-                                                f"will be retrained")
             return None
         if build is not None and not summary["diverged"]:
             weights = self.path(name, ".pt")
@@ -262,7 +316,7 @@ class ResultsStore:
                 load_weights(build(), weights)
             # garbage, cut short, another architecture: retrain
             except Exception as error:  # noqa: BLE001
-                quarantine(weights, f"weights do not load into the run's architecture ({type(error).__name__}: "
+                quarantine(weights, f"weights cannot serve the run ({type(error).__name__}: "
                                     f"{str(error)[:160]}); the experiment will be retrained")
                 return None
         return summary, history

@@ -57,7 +57,7 @@ def changed(data_dir, name, **entries):
 
 DAMAGES = {  # what a bad copy or a bad sync leaves, and what the message must say
     "truncated": ("test_batch", lambda d: (d / H.CIFAR_FOLDER / "test_batch").read_bytes()[:15_000_000],
-                  "is not a readable pickle (UnpicklingError"),
+                  "is not a readable pickle (EOFError: the data ends too soon)"),
     "random bytes": ("data_batch_2", lambda d: np.random.default_rng(0).bytes(4096), "is not a readable pickle"),
     "grey images": ("data_batch_1", lambda d: changed(d, "data_batch_1",
                                                       data=real_batch(d, "data_batch_1")["data"][:, :1024]),
@@ -346,6 +346,13 @@ SUMMARY_FAULTS = {
     "epochs as text": (lambda s: s.update(epochs_completed="2"), "'epochs_completed' is '2', not of type int"),
     "diverged as text": (lambda s: s.update(diverged="no"), "'diverged' is 'no', not of type bool"),
     "test_acc as text": (lambda s: s.update(test_acc="93%"), "'test_acc' is '93%', not of type int or float"),
+    "test_acc NaN": (lambda s: s.update(test_acc=float("nan")), r"'test_acc' is nan, outside \[0, 1\]"),
+    "test_acc 7.5": (lambda s: s.update(test_acc=7.5), r"'test_acc' is 7.5, outside \[0, 1\]"),
+    "best_val_acc negative": (lambda s: s.update(best_val_acc=-0.1), r"'best_val_acc' is -0.1, outside \[0, 1\]"),
+    "negative time": (lambda s: s.update(train_seconds=-3.0), r"'train_seconds' is -3.0, outside \[0, inf\]"),
+    "infinite loss": (lambda s: s.update(test_loss=float("inf")), r"'test_loss' is inf, outside \[0, inf\]"),
+    "config edited, hash kept": (lambda s: s["config"].update(lr=0.5),
+                                 r"configuration hashes to \w+, not to its stored \w+: it was edited after the run"),
 }
 
 
@@ -363,32 +370,45 @@ def test_a_summary_missing_a_field_or_of_a_wrong_type_is_set_aside_and_retrained
     assert set(store.summaries()) == {"m", "other"}  # the index reads every summary again, no error
 
 
-@pytest.mark.parametrize("fault", ["a row short", "another final accuracy"])
+HISTORY_FAULTS = {
+    "a row short": (lambda h: h.iloc[:1], "1 epochs against the summary's 2"),
+    "another final accuracy": (lambda h: h.assign(train_acc=[h["train_acc"][0], 0.5]), "the last epoch's train_acc"),
+    "no validation columns": (lambda h: h.drop(columns=["val_acc", "val_loss"]), "no val_loss or val_acc column"),
+    "an accuracy above 1": (lambda h: h.assign(val_acc=[1.5, h["val_acc"][1]]), r"its val_acc leaves \[0, 1\]"),
+}
+
+
+@pytest.mark.parametrize("fault", list(HISTORY_FAULTS))
 def test_a_history_that_disagrees_with_its_summary_is_set_aside_and_retrained(stored, tiny, fault):
     store, build, built, first = stored
     before = others(store)
     path = store.path("m", ".csv")
-    history = store.history("m")
-    if fault == "a row short":
-        history = history.iloc[:1]
-    else:
-        history.loc[len(history) - 1, "train_acc"] = 0.5
-    history.to_csv(path, index=False)
-    with pytest.warns(UserWarning, match="history disagrees with its summary"):
+    edit, message = HISTORY_FAULTS[fault]
+    edit(store.history("m")).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match=message):  # the report reads no half history either: set aside at once
+        assert store.history("m") is None
+    path.with_name(path.name + ".corrupt").rename(path)
+    with pytest.warns(UserWarning, match=f"history disagrees with its summary.*{message}"):
         again = rerun(store, build, tiny)
     assert store.path("m", ".csv.corrupt").exists() and len(store.history("m")) == 2
     assert again["test_acc"] == pytest.approx(first["test_acc"]) and others(store) == before
 
 
-@pytest.mark.parametrize("fault", ["garbage", "another architecture"])
+@pytest.mark.parametrize("fault", ["garbage", "another architecture", "not finite"])
 def test_weights_that_do_not_load_are_set_aside_and_retrained(stored, tiny, models, fault):
     store, build, built, first = stored
     weights = store.path("m", ".pt")
     if fault == "garbage":
         weights.write_bytes(b"PK\x03\x04 not a checkpoint")
-    else:
+    elif fault == "another architecture":
         save_weights(models["option2"](), weights)
-    with pytest.warns(UserWarning, match="weights do not load into the run's architecture"):
+    else:  # the right shapes, one weight NaN
+        model = load_weights(models["option1"](), weights)
+        next(model.parameters()).data[0].fill_(float("nan"))
+        save_weights(model, weights)
+        with pytest.raises(ValueError, match="holds weights that are not finite numbers"):
+            load_weights(models["option1"](), weights)
+    with pytest.warns(UserWarning, match="weights cannot serve the run"):
         again = rerun(store, build, tiny)
     assert store.path("m", ".pt.corrupt").exists()
     assert again["test_acc"] == pytest.approx(first["test_acc"])

@@ -73,6 +73,6 @@ def test_a_stand_in_config_does_not_judge_the_stored_weights(tiny, tmp_path):
     H.run_experiment("w", CONFIG, wider_net, tiny, H.Engine.for_device("cpu"), store, H.Protocol(keep_weights=True))
     assert served(store, "w", Planned(CONFIG, tiny_net, 96, frozenset({"lr"})))
     assert store.path("w", ".pt").exists()
-    with pytest.warns(UserWarning, match="weights do not load into the run's architecture"):
+    with pytest.warns(UserWarning, match="weights cannot serve the run"):
         assert not served(store, "w", Planned(CONFIG, tiny_net, 96))
     assert not store.path("w", ".pt").exists() and store.path("w", ".pt.corrupt").exists()
