@@ -1,44 +1,45 @@
-"""The notebook's companion: every name `mini_project.ipynb` calls, gathered from the module that does each job.
+"""The notebook's companion: every name `mini_project.ipynb` calls, gathered from the module of the engine
+(`cifar10_resnet/`, one job per module: its `__init__` lists them) that does each job.
 
-Read it top to bottom as a map of the project; each module has one job:
-- `recipe.py`       a run's settings: one frozen record built from a stored configuration (`Recipe.of`)
-- `data.py`         CIFAR-10, its splits, and batches augmented on the device
-- `networks.py`     the notebook's networks as the other modules see them: counted, unwrapped, prepared
-- `training.py`     the engine (device, precision, SGD), the step, weight averages, checkpoints, and `fit`: the loop
-- `evaluation.py`   predictions with test-time views, scores, the confusion matrix
-- `experiments.py`  the runs' names in the store, and `run_experiment`: one run trained and tested, or served
-- `choices.py`      choosing on validation, and the noise of an accuracy
-- `text.py`         counts, durations and log lines, wrapped to the PDF's page
-Beside them: `store.py` (results on disk), `cuda_graph.py` (the step as a CUDA graph), `checks.py` (bad input),
-`plan.py` (what Run all will cost), `report.py` (tables and analysis), `figures.py` (its figures),
-`findings.py` (the findings the paper states too), `predictions.py` (a hidden test set).
+Read it top to bottom as a map of the project:
+- `recipe`       a run's settings: one frozen record built from a stored configuration (`Recipe.of`)
+- `data`         CIFAR-10, its splits, and batches augmented on the device
+- `networks`     the notebook's networks as the other modules see them: counted, unwrapped, prepared
+- `training`     the engine (device, precision, SGD), the step, weight averages, checkpoints, and `fit`: the loop
+- `evaluation`   predictions with test-time views, scores, the confusion matrix
+- `experiments`  the runs' names in the store, and `run_experiment`: one run trained and tested, or served
+- `choices`      choosing on validation, and the noise of an accuracy
+- `text`         counts, durations and log lines, wrapped to the PDF's page
+Beside them: `store` (results on disk), `cuda_graph` (the step as a CUDA graph), `checks` (bad input), `plan`
+(what Run all will cost), `report` (tables and analysis), `figures` (its figures), `findings` (the findings the
+paper states too), `predictions` (a hidden test set), `air_resnet` and `safe_pickle`.
 Importing this module checks the torch version and nothing else: no data is read, no device touched.
 """
 from __future__ import annotations
 
 import torch
 
-from checks import require_torch
+from cifar10_resnet.checks import require_torch
 
 require_torch(torch.__version__)  # one line naming the version, before anything fails deeper on an old torch
 
 # the recipe and the data
-from recipe import DEFAULTS, KNOWN, Recipe, check_config, check_keys  # noqa: E402
-from data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, TEST_IMAGES, Augmentation, Batches, Data,  # noqa: E402
+from cifar10_resnet.recipe import DEFAULTS, KNOWN, Recipe, check_config, check_keys  # noqa: E402
+from cifar10_resnet.data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, TEST_IMAGES, Augmentation, Batches, Data,  # noqa: E402
                   Normalisation, channel_stats, crop_flip, cutout, eval_batches, load_cifar10, prepare_data, read_batch,
                   split_train_val, training_batches)
 # the networks, counted
-from networks import (count_parameters, fit_to_data, flops_per_image, notebook_namespace,  # noqa: E402
+from cifar10_resnet.networks import (count_parameters, fit_to_data, flops_per_image, notebook_namespace,  # noqa: E402
                       torchsummary_total, unwrap)
 # training one model, and scoring it
-from training import (Engine, EpochSums, FitResult, Lookahead, ModelEMA, Progress, Step, TrainStep,  # noqa: E402
+from cifar10_resnet.training import (Engine, EpochSums, FitResult, Lookahead, ModelEMA, Progress, Step, TrainStep,  # noqa: E402
                       device_name, environment_report, fit, from_decoupled, joined_kind, make_scheduler,
                       parameter_groups, pick_device, set_seed, sgd)
-from evaluation import TTA_WEIGHTS, confusion_matrix, evaluate, evaluate_recipe, predict, tta_views  # noqa: E402
+from cifar10_resnet.evaluation import TTA_WEIGHTS, confusion_matrix, evaluate, evaluate_recipe, predict, tta_views  # noqa: E402
 # experiments, and the choices between them
-from experiments import (BASE_LABEL, FIRST_SWEEP, NETWORKS, REFERENCE_RUN, SEED_PREFIX, SWEEP_PREFIX,  # noqa: E402
+from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, NETWORKS, REFERENCE_RUN, SEED_PREFIX, SWEEP_PREFIX,  # noqa: E402
                          TUNING, WHITENING_IMAGES, Protocol, result_line, run_experiment, seed_name)
-from choices import (NOISE, best_by_validation, choose_by_mean, choose_recipe, combine_changes,  # noqa: E402
+from cifar10_resnet.choices import (NOISE, best_by_validation, choose_by_mean, choose_recipe, combine_changes,  # noqa: E402
                      difference_error, is_diverged, learning_rate_on_validation, recipe_score, seed_spread,
                      standard_error, validation_score, verdict)
-from text import count_text, format_duration, wrapped  # noqa: E402
+from cifar10_resnet.text import count_text, format_duration, wrapped  # noqa: E402

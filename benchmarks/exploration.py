@@ -33,11 +33,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # helpers.py sits at the repository root, one level above this file
-import experiments as E  # noqa: E402
+from cifar10_resnet import experiments as E  # noqa: E402
 import helpers as H  # noqa: E402
-import report  # noqa: E402
-from benchmarks import round3  # noqa: E402  (benchmarks/round3.py: AirResNet and its recipes)
-from store import ResultsStore  # noqa: E402
+from cifar10_resnet import report  # noqa: E402
+from benchmarks import round3  # noqa: E402  (benchmarks/round3.py: round 3's recipes)
+from cifar10_resnet.air_resnet import network  # noqa: E402  (AirResNet, or the notebook's FastResNet)
+from cifar10_resnet.store import ResultsStore  # noqa: E402
 
 NOTEBOOK = ROOT / "mini_project.ipynb"
 QUICK = {"FINAL_EPOCHS": 1}  # what the notebook's quick mode sets, so that it serves these runs
@@ -217,7 +218,7 @@ def main() -> None:
     engine = H.Engine.for_device(H.pick_device())
     for name, config in runs.items():
         config = {"blocks": (1, 0, 1), **config} if args.round < 3 else config  # rounds 1-2 predate "blocks"
-        build = lambda: round3.network(config, ns)  # noqa: E731
+        build = lambda: network(config, ns)  # noqa: E731
         s = H.run_experiment(name, runs[name], build, data, engine, store, H.Protocol(test=False))
         print(f"EXPLORE | {name} | val {100 * s['final_val_acc']:.2f}% | val TTA {100 * s['final_val_acc_tta']:.2f}% "
               f"| {s['train_seconds']:.1f} s", flush=True)

@@ -25,10 +25,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
 import helpers as H  # noqa: E402
-import predictions as P  # noqa: E402
-import report  # noqa: E402
-import safe_pickle  # noqa: E402
-from store import ResultsStore  # noqa: E402
+from cifar10_resnet import predictions as P  # noqa: E402
+from cifar10_resnet import report  # noqa: E402
+from cifar10_resnet import safe_pickle  # noqa: E402
+from cifar10_resnet.store import ResultsStore  # noqa: E402
 
 
 def fastest(run, repeats: int) -> float:

@@ -41,7 +41,7 @@ from torchvision import transforms
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # helpers.py sits at the repository root, one level above this file
 import helpers  # noqa: E402
-import report  # noqa: E402
+from cifar10_resnet import report  # noqa: E402
 
 BATCH, LR, MOMENTUM, EPOCH_IMAGES = 128, 0.01, 0.9, 45_000  # the six experiments' batch size, lr and split
 NAIVE_WARMUP_BATCHES = 2  # eager fp32 has nothing to compile: two batches cover allocator/cuDNN/oneDNN set-up

@@ -1,4 +1,4 @@
-"""airbench's ingredients as recipe options (helpers) and its network (AirResNet, benchmarks/round3.py): each does
+"""airbench's ingredients as recipe options (helpers) and its network (AirResNet, cifar10_resnet/air_resnet.py): each does
 what its paper says, and a recipe that leaves them out trains exactly as before."""
 import dataclasses
 import importlib.util
@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from conftest import NOTEBOOK, interrupt_after_two_epochs
 
 import helpers as H
-import report
-from benchmarks import round3 as air
-from store import ResultsStore, load_weights
+from cifar10_resnet import report
+from benchmarks import round3
+from cifar10_resnet import air_resnet as air
+from cifar10_resnet.store import ResultsStore, load_weights
 
 AIRBENCH = {  # every ingredient on, sized for the CPU: a narrow AirResNet, tiny batches, 4 epochs
     "arch": "air_resnet", "widths": [16, 32, 32], "epochs": 4, "batch_size": 32, "lr": 0.2, "momentum": 0.85,
@@ -339,7 +340,7 @@ def test_round_three_recipes_hold_the_named_ingredients():
     """The round-3 recipes (benchmarks/round3.py) built on the notebook's starting recipe, as the exploration
     script builds them."""
     ns = H.notebook_namespace(NOTEBOOK, ("parameters", "model", "recipes"), {"H": H, "QUICK": False})
-    recipes = air.recipes(ns)
+    recipes = round3.recipes(ns)
     airbench = recipes[f"AirResNet {ns['FINAL_EPOCHS']} epochs"]
     assert {key: airbench[key] for key in ("bias_lr_scale", "lookahead", "whiten_bias_epochs", "tta_views",
                                            "flip", "pad_mode")} == {
@@ -350,8 +351,8 @@ def test_round_three_recipes_hold_the_named_ingredients():
     incumbent = recipes["round 2 choice"]
     stored = ResultsStore(NOTEBOOK.parent / "results").load("final seed 0")["config"]
     assert {**incumbent, "seed": 0, "tta": True} == stored  # round 2's choice, as its seeds were trained
-    assert all(re.fullmatch(r"[\w +-]+", air.trial(recipes, label, 0)[0]) for label in recipes)  # file names
-    assert air.trial(recipes, "round 2 choice", 2)[1]["seed"] == incumbent["seed"] + 2
+    assert all(re.fullmatch(r"[\w +-]+", round3.trial(recipes, label, 0)[0]) for label in recipes)  # file names
+    assert round3.trial(recipes, "round 2 choice", 2)[1]["seed"] == incumbent["seed"] + 2
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-import checks
+from cifar10_resnet import checks
 import helpers as H
-import safe_pickle
-from checks import BadInput
+from cifar10_resnet import safe_pickle
+from cifar10_resnet.checks import BadInput
 from conftest import NOTEBOOK, ROOT, tiny_net
-from plan import Planned, training_cost
-from store import ResultsStore, load_weights, quarantine, remove_stale_partials, save_weights
+from cifar10_resnet.plan import Planned, training_cost
+from cifar10_resnet.store import ResultsStore, load_weights, quarantine, remove_stale_partials, save_weights
 
 CONFIG = {"epochs": 2, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "seed": 0}
 FIX = "point DATA_DIR at a good copy"
@@ -210,8 +210,8 @@ def test_augmentation_and_weight_average_built_directly_refuse_a_value_outside_t
 def test_every_tta_view_count_the_table_admits_is_one_evaluation_makes():
     """recipe.CHOICES restates tta_views' counts (recipe cannot import evaluation): a count the table admits but
     evaluation lacks would pass the checks and fail after the last epoch."""
-    from evaluation import TTA_WEIGHTS
-    from recipe import CHOICES
+    from cifar10_resnet.evaluation import TTA_WEIGHTS
+    from cifar10_resnet.recipe import CHOICES
     images = torch.randn(2, 3, 8, 8)
     for count in CHOICES["tta_views"]:
         views = H.tta_views(images, count)
@@ -256,9 +256,9 @@ def drop_write_override():
 READ_ONLY_RUN = """
 import sys
 import helpers as H
-from checks import BadInput
+from cifar10_resnet.checks import BadInput
 from conftest import tiny_net
-from store import ResultsStore
+from cifar10_resnet.store import ResultsStore
 data = H.prepare_data(sys.argv[1], subset=H.QUICK_SUBSET)
 try:
     ResultsStore.open(sys.argv[2])

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 import helpers as H
-import report
-from store import ResultsStore, load_weights
+from cifar10_resnet import report
+from cifar10_resnet.store import ResultsStore, load_weights
 
 
 class Recorder(nn.Module):

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-import cuda_graph
+from cifar10_resnet import cuda_graph
 import helpers as H
-from store import ResultsStore
+from cifar10_resnet.store import ResultsStore
 from conftest import one_epoch, tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

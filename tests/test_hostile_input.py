@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-import checks
+from cifar10_resnet import checks
 import helpers as H
-import predictions as P
-import safe_pickle
-from checks import BadInput
+from cifar10_resnet import predictions as P
+from cifar10_resnet import safe_pickle
+from cifar10_resnet.checks import BadInput
 from conftest import ROOT
-from store import DiskFull, ResultsStore, atomic_write
+from cifar10_resnet.store import DiskFull, ResultsStore, atomic_write
 from tools import predict as cli
 
 NOTEBOOK = ROOT / "mini_project.ipynb"
@@ -279,7 +279,7 @@ def test_an_unreadable_input_stops_the_command_before_the_model(tmp_path):
 
 
 def test_a_full_disk_says_so_and_keeps_the_earlier_file(tmp_path, monkeypatch):
-    import store
+    from cifar10_resnet import store
 
     path = tmp_path / "m.pt"
     path.write_bytes(b"the earlier checkpoint")

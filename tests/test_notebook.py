@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import helpers as H
-import report
+from cifar10_resnet import report
 from conftest import NOTEBOOK, ROOT, require
 
 FIGURES = [f"model {a} and {b} val acc and loss.jpg" for a, b in [(1, 2), (1, 3), (2, 4), (3, 4), (3, 5), (5, 6)]]

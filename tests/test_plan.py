@@ -6,9 +6,9 @@ import pytest
 import torch.nn as nn
 
 import helpers as H
-import plan
-from plan import Planned, served, training_cost, training_rate
-from store import ResultsStore
+from cifar10_resnet import plan
+from cifar10_resnet.plan import Planned, served, training_cost, training_rate
+from cifar10_resnet.store import ResultsStore
 from conftest import tiny_net
 
 CONFIG = {"epochs": 2, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,

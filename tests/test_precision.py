@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import helpers as H
-from store import ResultsStore
+from cifar10_resnet.store import ResultsStore
 from conftest import RunsCode, interrupt_after_two_epochs, tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

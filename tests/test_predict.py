@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import helpers as H
-import predictions as P
-import safe_pickle
+from cifar10_resnet import predictions as P
+from cifar10_resnet import safe_pickle
 from conftest import ROOT, RunsCode
-from store import ResultsStore
+from cifar10_resnet.store import ResultsStore
 from tools import predict as cli
 
 IMAGES = 200  # test images in a hidden set: enough to show the order is kept, cheap with 4 views on a CPU

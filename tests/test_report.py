@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-import figures
+from cifar10_resnet import figures
 import helpers as H
-import report
-from store import ResultsStore
+from cifar10_resnet import report
+from cifar10_resnet.store import ResultsStore
 from conftest import NOTEBOOK, ROOT, require
 
 # The PDF export sets code in a box that holds 80 characters of its monospaced font (measured with
@@ -311,9 +311,9 @@ def test_references_list_every_work_cited():
 
 def test_the_appendix_prints_the_training_code_as_it_is_now():
     """The appendix is the modules' own source: the committed render's listing is what the modules hold today."""
-    import data
-    import evaluation
-    import training
+    from cifar10_resnet import data
+    from cifar10_resnet import evaluation
+    from cifar10_resnet import training
 
     listing = report.Listing(training.fit, training.TrainStep.__call__, training.make_scheduler, data.crop_flip,
                              evaluation.tta_views)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import helpers as H
-from store import ResultsStore, atomic_write
+from cifar10_resnet.store import ResultsStore, atomic_write
 from conftest import Interrupted, interrupt_after_two_epochs
 
 CONFIG = {"epochs": 3, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,

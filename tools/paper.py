@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # the project's modules, and README's generator beside this file
 
 import helpers as H  # noqa: E402
-from experiments import BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, NETWORKS, SEED_PREFIX, SWEEP_PREFIX, TUNING  # noqa: E402
-import figures  # noqa: E402
-import findings  # noqa: E402
-import report  # noqa: E402
-from store import ResultsStore  # noqa: E402
+from cifar10_resnet.experiments import BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, NETWORKS, SEED_PREFIX, SWEEP_PREFIX, TUNING  # noqa: E402
+from cifar10_resnet import figures  # noqa: E402
+from cifar10_resnet import findings  # noqa: E402
+from cifar10_resnet import report  # noqa: E402
+from cifar10_resnet.store import ResultsStore  # noqa: E402
 from update_readme import ORIGINAL_BAR  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------

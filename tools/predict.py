@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
 
 import helpers as H  # noqa: E402
-import predictions as P  # noqa: E402
-from checks import BadInput  # noqa: E402
-from store import DiskFull, ResultsStore  # noqa: E402
+from cifar10_resnet import predictions as P  # noqa: E402
+from cifar10_resnet.checks import BadInput  # noqa: E402
+from cifar10_resnet.store import DiskFull, ResultsStore  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

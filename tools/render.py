@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
 
-from report import authors  # noqa: E402
-from store import atomic_write  # noqa: E402
+from cifar10_resnet.report import authors  # noqa: E402
+from cifar10_resnet.store import atomic_write  # noqa: E402
 
 REPORT = ROOT / "mini_project.ipynb"
 RUNS = ROOT / "runs"

@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
 
 import helpers as H  # noqa: E402
-from experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, NETWORKS, REFERENCE_RUN, ROUND3_PREFIX,  # noqa: E402
+from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, NETWORKS, REFERENCE_RUN, ROUND3_PREFIX,  # noqa: E402
                          SEED_PREFIX, SWEEP_PREFIX, TUNING)
-import report  # noqa: E402
-from store import ResultsStore, upgraded  # noqa: E402
+from cifar10_resnet import report  # noqa: E402
+from cifar10_resnet.store import ResultsStore, upgraded  # noqa: E402
 
 ORIGINAL_BAR = 90.0                     # %: the original project's test-accuracy bar, which Model 6 answers
 HEADLINE_FIGURE = "models 1-6 and final model accuracy.png"  # the figure README shows, from documentation/
@@ -87,42 +87,31 @@ def headline(results_dir: str | Path = "results", notebook: str | Path = "mini_p
 
 
 def readme_results(results_dir: str | Path = "results") -> str:
-    """The results section: the six experiments, the sweeps and the final model, full scale and quick mode."""
+    """The results section: the six experiments, the sweeps and the final model, at full scale (quick mode's smoke
+    tests are written where git ignores them: they are nobody's results)."""
     root = Path(results_dir)
-    parts = []
-    for folder, title in ((root, "Full scale"), (root / "quick", "Quick mode (CPU smoke test)")):
-        summaries = ResultsStore(folder).summaries()
-        six = {name: s for name, s in summaries.items() if name.startswith(MODEL_PREFIX) or name == REFERENCE_RUN}
-        if not six:
-            parts.append(f"**{title}: pending.** No run of this kind has landed in `{folder}/` yet.")
-            continue
-        note = (" These numbers come from tiny subsets and one or two epochs: they show that the code runs, "
-                "nothing about the models." if folder != root else "")
-        parts.append(f"**{title}** (`{folder}/`).{note}\n\n{report.markdown_table(report.results_table(six))}")
-        parts += sweep_text(summaries, "Going further, the recipe tuned on the 45k split and scored on validation "
-                            "only", "Going further", H.TEST_IMAGES if folder == root else H.QUICK_SUBSET["test"])
-        if folder == root:
-            first = folder / FIRST_SWEEP
-            parts += sweep_text(ResultsStore(first).summaries(),
-                                f"The first sweep (`{first.as_posix()}/`; its weight average copied the live "
-                                "BatchNorm statistics), trained on the 45k split and scored on validation only",
-                                "Its chosen recipe")
-            explored = [exploration_table(p / "summary.json") for p in sorted(folder.glob("exploration*"))]
-            parts += filter(None, explored)
+    summaries = ResultsStore(root).summaries()
+    six = {name: s for name, s in summaries.items() if name.startswith(MODEL_PREFIX) or name == REFERENCE_RUN}
+    if not six:
+        return f"**Full scale: pending.** No run of this kind has landed in `{root}/` yet."
+    parts = [f"**Full scale** (`{root}/`).\n\n{report.markdown_table(report.results_table(six))}"]
+    parts += sweep_text(summaries, "Going further, the recipe tuned on the 45k split and scored on validation only",
+                        "Going further")
+    first = root / FIRST_SWEEP
+    parts += sweep_text(ResultsStore(first).summaries(),
+                        f"The first sweep (`{first.as_posix()}/`; its weight average copied the live BatchNorm "
+                        "statistics), trained on the 45k split and scored on validation only", "Its chosen recipe")
+    parts += filter(None, [exploration_table(p / "summary.json") for p in sorted(root.glob("exploration*"))])
     return "\n\n".join(parts)
 
 
 def readme_figures(doc_dir: str | Path = "documentation") -> str:
-    """Markdown that shows the notebook's saved figures (full scale when there are any, else quick mode), linked
-    from a page inside `doc_dir`."""
+    """Markdown that shows the notebook's saved full-scale figures, linked from a page inside `doc_dir`."""
     root = Path(doc_dir)
-    folder = root if any(root.glob("*.jpg")) else root / "quick"
-    figures = sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png"))
+    figures = sorted(root.glob("*.jpg")) + sorted(root.glob("*.png"))
     if not figures:
         return "No figures yet."
-    label = "" if folder == root else "Quick mode (smoke test, not results): "
-    return "\n\n".join(f"{label}{p.stem}  \n![{p.stem}]({p.relative_to(root).as_posix().replace(' ', '%20')})"
-                         for p in figures)
+    return "\n\n".join(f"{p.stem}  \n![{p.stem}]({p.name.replace(' ', '%20')})" for p in figures)
 
 
 def readme_benchmarks(folder: str | Path = "benchmarks/results") -> str:
@@ -181,8 +170,8 @@ def pages() -> dict[str, str]:
         "documentation/results.md": (
             "# Results\n\nEvery table on this page is generated from `results/` by `python3 tools/update_readme.py`; "
             "the notebook (`mini_project.ipynb`) shows the same runs with its analysis.\n\n"
-            f"{readme_results()}\n\n## Figures\n\nSaved by the notebook into `documentation/` (full scale) or "
-            f"`documentation/quick/` (quick mode).\n\n{readme_figures()}\n"),
+            f"{readme_results()}\n\n## Figures\n\nSaved by the notebook's full-scale Run all into "
+            f"`documentation/`.\n\n{readme_figures()}\n"),
         "documentation/speed.md": (
             "# Training speed and the peer\n\nGenerated from `benchmarks/results/` by `python3 "
             "tools/update_readme.py`. `benchmarks/train_speed.py` times the engine against a usual DataLoader "

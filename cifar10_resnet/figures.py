@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from choices import standard_error
-from data import CLASSES
-from report import finite_history
-from store import ResultsStore, atomic_write
-from text import count_text
+from .choices import standard_error
+from .data import CLASSES
+from .report import finite_history
+from .store import ResultsStore, atomic_write
+from .text import count_text
 
 # ---------------------------------------------------------------------------------------------------
 # 1. The page: size, style, saving

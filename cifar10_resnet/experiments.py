@@ -17,15 +17,15 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from checks import writable_folder
-from choices import diverged_epoch
-from data import Batches, Data, Normalisation, eval_batches, training_batches
-from evaluation import evaluate_recipe
-from networks import count_parameters, fit_to_data, unwrap
-from recipe import Recipe
-from store import ResultsStore, config_hash, load_weights, save_weights
-from text import format_epoch, log_line, wrapped
-from training import Engine, FitResult, Progress, device_name, fit, set_seed
+from .checks import writable_folder
+from .choices import diverged_epoch
+from .data import Batches, Data, Normalisation, eval_batches, training_batches
+from .evaluation import evaluate_recipe
+from .networks import count_parameters, fit_to_data, unwrap
+from .recipe import Recipe
+from .store import ResultsStore, config_hash, load_weights, save_weights
+from .text import format_epoch, log_line, wrapped
+from .training import Engine, FitResult, Progress, device_name, fit, set_seed
 
 # ---------------------------------------------------------------------------------------------------
 # 1. The names of the runs in the store (read by the notebook, tools/update_readme.py, benchmarks/)

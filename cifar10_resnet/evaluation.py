@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from data import Batches
-from recipe import Recipe
+from .data import Batches
+from .recipe import Recipe
 
 # ---------------------------------------------------------------------------------------------------
 # 1. Predictions and scores

@@ -23,15 +23,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checks import choice
-from choices import is_diverged
-from cuda_graph import CHECK_STEPS, CapturedStep, checked_capture
-from data import Batches
-from evaluation import evaluate
-from networks import parameter_roles, unwrap
-from recipe import CHOICES, Recipe
-from store import atomic_write, quarantine
-from text import count_text, format_duration, format_epoch, log_line, wrapped
+from .checks import choice
+from .choices import is_diverged
+from .cuda_graph import CHECK_STEPS, CapturedStep, checked_capture
+from .data import Batches
+from .evaluation import evaluate
+from .networks import parameter_roles, unwrap
+from .recipe import CHOICES, Recipe
+from .store import atomic_write, quarantine
+from .text import count_text, format_duration, format_epoch, log_line, wrapped
 
 
 # ---------------------------------------------------------------------------------------------------

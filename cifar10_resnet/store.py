@@ -28,8 +28,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from checks import BadInput, writable_folder
-from networks import unwrap
+from .checks import BadInput, writable_folder
+from .networks import unwrap
 
 # ---------------------------------------------------------------------------------------------------
 # 1. Files

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from choices import SeedSpread, validation_score, verdict
-from report import difference_text
+from .choices import SeedSpread, validation_score, verdict
+from .report import difference_text
 
 LONGER = ("exploration-2", "second choice, 100 epochs")  # the exploration run (folder, name) that trained longer
 

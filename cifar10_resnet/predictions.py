@@ -26,16 +26,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data import CLASSES, EVAL_BATCH, Batches, Data, Normalisation, prepare_data
-from evaluation import predict
-from recipe import Recipe
-from text import wrapped
-from training import Engine, device_name
-import safe_pickle
-from checks import BadInput
-from store import ResultsStore, atomic_write, load_weights
+from .data import CLASSES, EVAL_BATCH, Batches, Data, Normalisation, prepare_data
+from .evaluation import predict
+from .recipe import Recipe
+from .text import wrapped
+from .training import Engine, device_name
+from . import air_resnet, safe_pickle
+from .checks import BadInput
+from .store import ResultsStore, atomic_write, load_weights
 
-NOTEBOOK = Path(__file__).resolve().parent / "mini_project.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "mini_project.ipynb"  # the repository's root, above the package
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SIDE = 32  # pixels: CIFAR-10's height and width
 DEFAULT_MODEL = "final seed 0"  # the final model's shipped weights
@@ -211,10 +211,8 @@ def read_images(source: str | Path) -> Images:
 
 def network_for(config: dict, namespace: dict) -> nn.Module:
     """The untrained network a stored run's configuration names, from the notebook's `model` cells."""
-    from benchmarks import round3  # AirResNet, until round 3's runs bring it into the notebook
-
     if config["arch"] in ("fast_resnet", "air_resnet"):
-        return round3.network(config, namespace)
+        return air_resnet.network(config, namespace)
     return namespace[config["arch"]]()
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field
 
-from checks import SEED_LIMIT, BadInput, choice, positive, shown, whole
+from .checks import SEED_LIMIT, BadInput, choice, positive, shown, whole
 
 
 @dataclass(frozen=True)

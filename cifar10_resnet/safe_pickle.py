@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from checks import BadInput
+from .checks import BadInput
 
 SLACK = 1 << 20  # bytes an object may take beyond the file's own size: headers, small arrays of a tiny pickle
 # (module, name) pairs a plain data pickle may import; numpy 2 writes numpy._core, numpy 1 and Python 2 numpy.core

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import safe_pickle
-from checks import BadInput, choice
-from recipe import CHOICES, Recipe
-from text import count_text
+from . import safe_pickle
+from .checks import BadInput, choice
+from .recipe import CHOICES, Recipe
+from .text import count_text
 
 # ---------------------------------------------------------------------------------------------------
 # 1. CIFAR-10: the files, the splits, the normalisation
