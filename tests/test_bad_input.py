@@ -223,7 +223,7 @@ def test_every_stored_configuration_passes_the_checks():
     """The checks refuse nothing that the GPU's runs stored: every stored run keeps serving."""
     configs = [(path, json.loads(path.read_text())) for path in ROOT.glob("results/**/*.json")]
     configs = [(path, s["config"]) for path, s in configs if "config" in s]
-    assert len(configs) >= 40
+    assert len(configs) >= 27  # the full-scale runs: 14, the first sweep's 11, exploration-2's 2
     for path, config in configs:
         H.check_config(config, path.stem)
 
