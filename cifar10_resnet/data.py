@@ -55,7 +55,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise BadInput(f"{path} {entry_kind(path)}: {path.parent} holds only part of CIFAR-10; {fix}")
     # plain data: a planted pickle runs nothing; truncated, random bytes, another format: one fault
     batch = safe_pickle.load(path, fix=fix)
-    batch = safe_pickle.text_keys(batch, path) if isinstance(batch, dict) else batch
+    batch = safe_pickle.text_keys(batch, path, fix) if isinstance(batch, dict) else batch
     if not isinstance(batch, dict) or not {"data", "labels"} <= set(batch):
         found = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise BadInput(f"{path} is not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {found}; "

@@ -61,6 +61,12 @@ def save_figure(fig, path: str | Path, **options) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, **options))
 
 
+def above_legend(entries: int, columns: int, height: float) -> tuple[float, float, float, float]:
+    """`tight_layout`'s rect for axes above a legend of `entries` in `columns` under them, in a figure `height`
+    inches tall: 0.17 in kept free a row of the legend, and 0.1 in of margin."""
+    return 0, (0.1 + 0.17 * math.ceil(entries / columns)) / height, 1, 1
+
+
 def zoom(ax, series: list, epochs: int, pad: float = 0.08) -> None:
     """Set `ax`'s y range to the values of `series` (epoch, value) after ZOOM_FROM of the `epochs`, padded."""
     late = [v for x, values in series for e, v in zip(x, values) if e > ZOOM_FROM * epochs and math.isfinite(v)]
@@ -137,7 +143,8 @@ def plot_pairs(store: ResultsStore, pairs: list[tuple[str, str]], labels: dict[s
 def plot_curves(store: ResultsStore, names: list[str], labels: list[str], path: Path, width: float = FIGURE_WIDTH):
     """Validation accuracy against epoch for several runs on one axis, zoomed as in `plot_pair`, the legend under
     it in three columns; saved to `path`, `width` inches wide (the paper's column)."""
-    fig, ax = figure(height=2.3, width=width)
+    height = 2.3
+    fig, ax = figure(height=height, width=width)
     drawn, epochs = [], 1
     for k, (name, label) in enumerate(zip(names, labels)):
         h, _ = finite_history(store, name)
@@ -149,8 +156,7 @@ def plot_curves(store: ResultsStore, names: list[str], labels: list[str], path: 
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
     ax.grid(alpha=0.3)
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, frameon=False)
-    # inches kept free under the axes for the legend's rows
-    fig.tight_layout(rect=(0, (0.1 + 0.17 * math.ceil(len(names) / 3)) / 2.3, 1, 1))
+    fig.tight_layout(rect=above_legend(len(names), 3, height))
     save_figure(fig, path, dpi=110)
     return fig
 
@@ -243,8 +249,7 @@ def dot_plot(labels: list[str], series: list[tuple], xlabel: str, title: str, pa
     ax.grid(alpha=0.3, axis="x")
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=2, frameon=False)
-    # inches kept free under the axes: 0.17 a row of the legend (two entries a row), 0.1 of margin
-    fig.tight_layout(rect=(0, (0.1 + 0.17 * math.ceil(len(names) / 2)) / height, 1, 1))
+    fig.tight_layout(rect=above_legend(len(names), 2, height))
     save_figure(fig, path, dpi=110)
     return fig
 

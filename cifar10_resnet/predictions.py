@@ -112,7 +112,8 @@ def read_npy(path: Path) -> np.ndarray:
             header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = header(f)
         except ValueError:  # not a .npy: no magic string, or no header
-            kind = "a pickle" if path.read_bytes()[:1] == b"\x80" else "not a .npy array"
+            f.seek(0)
+            kind = "a pickle" if f.read(1) == b"\x80" else "not a .npy array"  # a pickle's PROTO opcode
             raise BadInput(f"{path} is {kind}; a .npy must hold an array of numbers ({fix}); a pickle reads "
                            f"safely under a .pkl name") from None
         if dtype.hasobject:

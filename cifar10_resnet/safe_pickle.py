@@ -5,15 +5,17 @@ or a downloaded test set could run anything at `pickle.load`. `load` admits only
 (numpy arrays, dtypes and scalars, bytes); a pickle that names anything else is refused before the name is
 imported, so nothing it asks for runs. Containers, numbers, strings and bytes need no names at all.
 
-An admitted name can still be asked for memory: an array of a billion elements is a pickle of 30 bytes. So every call and every array's state is weighed first (`PlainDataUnpickler.weigh`): nothing a file
-builds may take more bytes than the file holds (plus SLACK), which a real array, whose bytes are in the file, never
-needs; and the file is read into memory first, so that a length a pickle claims is never allocated unread.
+An admitted name can still be asked for memory: an array of a billion elements is a pickle of 30 bytes. So every
+call and every array's state is weighed first (`PlainDataUnpickler.weigh`): nothing a file builds may take more
+bytes than the file holds (plus SLACK), which a real array, whose bytes are in the file, never needs; and the file
+is read into memory first, so that a length a pickle claims is never allocated unread.
 """
 from __future__ import annotations
 
 import io
 import math
 import pickle
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -130,14 +132,13 @@ def load(path: str | Path, encoding: str = "latin1", fix: str = "get it again"):
                        f"it is cut short, empty or of another format; {fix}") from None
 
 
-def text_keys(mapping: dict, origin: str | Path = "a pickle") -> dict:
+def text_keys(mapping: dict, origin: str | Path = "a pickle", fix: str = "keep one of them") -> dict:
     """`mapping` with bytes keys decoded (b'data' -> 'data'): pickles written from Python 3 bytes dicts and from
-    str dicts read alike. A key present both ways (b'data' and 'data') raises BadInput naming `origin`: which
-    one is meant cannot be told."""
+    str dicts read alike. A key present both ways (b'data' and 'data') raises BadInput naming `origin`, ending with
+    `fix`: which one is meant cannot be told."""
     keys = {key: key.decode("latin1") if isinstance(key, bytes) else key for key in mapping}
-    texts = list(keys.values())
-    both = sorted({str(text) for text in texts if texts.count(text) > 1})
+    both = sorted(str(text) for text, count in Counter(keys.values()).items() if count > 1)
     if both:
         raise BadInput(f"{origin} holds the key {both[0]!r} twice, as bytes and as text: which one is meant cannot "
-                       f"be told; keep one of them")
+                       f"be told; {fix}")
     return {keys[key]: value for key, value in mapping.items()}

@@ -41,9 +41,18 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+FULL = 1 << 20  # bytes: a disk with less free than this after a failed write is full
+
+
+class DiskFull(OSError):
+    """A write that a full disk refused: the message says so, and that the earlier file is kept."""
+
+    _render_traceback_ = BadInput._render_traceback_
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` fills a temporary file beside `path`, which is then renamed over it: a crash or a disconnect
-    leaves the old file or none, never half of one."""
+    leaves the old file or none, never half of one; a full disk raises DiskFull, saying so."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # same suffix: writers go by it
@@ -60,15 +69,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         raise
     finally:
         tmp.unlink(missing_ok=True)
-
-
-FULL = 1 << 20  # bytes: a disk with less free than this after a failed write is full
-
-
-class DiskFull(OSError):
-    """A write that a full disk refused: the message says so, and that the earlier file is kept."""
-
-    _render_traceback_ = BadInput._render_traceback_
 
 
 def quarantine(path: Path, reason: str) -> None:
@@ -176,7 +176,8 @@ def upgraded(summary):
 
 
 def summary_fault(summary) -> str | None:
-    """What makes `summary` unfit to serve (a missing field, a field of the wrong type), or None."""
+    """What makes `summary` unfit to serve (a missing field, a field of the wrong type or outside its domain, a
+    configuration that no longer hashes to its hash), or None."""
     if not isinstance(summary, dict):
         return f"not a summary (a JSON {type(summary).__name__})"
     for key, kinds in {**SUMMARY_FIELDS, **SCORES}.items():
@@ -189,8 +190,9 @@ def summary_fault(summary) -> str | None:
         value, low, high = summary.get(key), 0, 1 if key in ACCURACIES else math.inf
         if value is not None and not (math.isfinite(value) and low <= value <= high):
             return f"{key!r} is {value!r}, outside [{low}, {high}]"
-    if "normalisation" in summary and normalisation_fault(summary["normalisation"]):
-        return f"'normalisation' {normalisation_fault(summary['normalisation'])}"
+    fault = normalisation_fault(summary["normalisation"]) if "normalisation" in summary else None
+    if fault is not None:
+        return f"'normalisation' {fault}"
     if config_hash(summary["config"]) != summary["config_hash"]:
         return (f"its configuration hashes to {config_hash(summary['config'])}, not to its stored "
                 f"{summary['config_hash']}: it was edited after the run")
@@ -272,8 +274,9 @@ class ResultsStore:
         quarantine(path, f"summary {fault}; the experiment will be retrained")
         return None
 
-    def history(self, name: str):
-        """The per-epoch history as a DataFrame, or None when it is missing or unreadable (cut short)."""
+    def history(self, name: str, summary: dict | None = None):
+        """The per-epoch history as a DataFrame, or None when it is missing, unreadable (cut short) or at odds with
+        its summary (`history_fault`; `summary` when the caller has loaded it, else read here)."""
         import pandas as pd
 
         path = self.path(name, ".csv")
@@ -289,7 +292,7 @@ class ResultsStore:
         except (ValueError, KeyError, UnicodeDecodeError) as error:
             quarantine(path, f"history unreadable ({type(error).__name__}); the experiment will be retrained")
             return None
-        summary = self.load(name)
+        summary = summary if summary is not None else self.load(name)
         fault = history_fault(history, summary) if summary is not None else None
         if fault is not None:
             quarantine(path, f"history disagrees with its summary ({fault}); the experiment will be retrained")
@@ -305,7 +308,7 @@ class ResultsStore:
             return None
         if summary["epochs_completed"] != config["epochs"] and not summary.get("diverged"):
             return None
-        history = self.history(name)  # checked against the summary
+        history = self.history(name, summary)  # checked against the summary
         if history is None:
             return None
         if build is not None and not summary["diverged"]:

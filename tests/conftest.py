@@ -69,6 +69,26 @@ def tiny_net():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
+def cifar_copy(tmp_path, data_dir, name, make=None) -> Path:
+    """A DATA_DIR whose CIFAR-10 batch files link to the real ones, except `name`: made by `make(path)`, or left
+    out when `make` is None."""
+    folder = tmp_path / "data" / H.CIFAR_FOLDER
+    folder.mkdir(parents=True)
+    for real in (data_dir / H.CIFAR_FOLDER).iterdir():
+        if real.name != name:
+            (folder / real.name).symlink_to(real)
+    if make is not None:
+        make(folder / name)
+    return tmp_path / "data"
+
+
+def real_batch(data_dir, name) -> dict:
+    """One of CIFAR-10's batch files as read (str keys)."""
+    from cifar10_resnet import safe_pickle
+
+    return safe_pickle.text_keys(safe_pickle.load(data_dir / H.CIFAR_FOLDER / name))
+
+
 class RunsCode:
     """What a tampered file could hold: unpickling it calls Path.touch on `marker` (any function would do)."""
 

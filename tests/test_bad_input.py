@@ -19,9 +19,8 @@ import torch
 
 from cifar10_resnet import checks
 import helpers as H
-from cifar10_resnet import safe_pickle
 from cifar10_resnet.checks import BadInput
-from conftest import NOTEBOOK, ROOT, tiny_net
+from conftest import NOTEBOOK, ROOT, cifar_copy, real_batch, tiny_net
 from cifar10_resnet.plan import Planned, training_cost
 from cifar10_resnet.store import ResultsStore, load_weights, quarantine, remove_stale_partials, save_weights
 
@@ -34,20 +33,35 @@ FIX = "point DATA_DIR at a good copy"
 
 
 def damaged_copy(tmp_path, data_dir, name, content):
-    """A DATA_DIR whose batch files link to the real ones, except `name`: written with `content` (bytes), or
-    left out when `content` is None."""
-    folder = tmp_path / "data" / H.CIFAR_FOLDER
-    folder.mkdir(parents=True)
-    for real in (data_dir / H.CIFAR_FOLDER).iterdir():
-        if real.name != name:
-            (folder / real.name).symlink_to(real)
-    if content is not None:
-        (folder / name).write_bytes(content)
-    return tmp_path / "data"
+    """`cifar_copy` with `name` written with `content` (bytes), made by it (a function of the path), or left out
+    when `content` is None."""
+    make = content if callable(content) or content is None else lambda path: path.write_bytes(content)
+    return cifar_copy(tmp_path, data_dir, name, make)
 
 
-def real_batch(data_dir, name):
-    return safe_pickle.text_keys(safe_pickle.load(data_dir / H.CIFAR_FOLDER / name))
+def one_pixel_flipped(data_dir) -> np.ndarray:
+    """data_batch_3's images with the lowest bit of one pixel flipped."""
+    images = real_batch(data_dir, "data_batch_3")["data"].copy()
+    images[0, 0] ^= 1
+    return images
+
+
+def two_swapped(data_dir, name) -> dict:
+    """The batch `name`'s data and labels with its first two images, and their labels, in each other's place."""
+    batch = real_batch(data_dir, name)
+    order = [1, 0, *range(2, len(batch["labels"]))]
+    return {"data": batch["data"][order], "labels": [batch["labels"][k] for k in order]}
+
+
+def both_keys(data_dir) -> bytes:
+    """data_batch_4 pickled with its images under 'data' and, reversed, under b'data' too."""
+    batch = real_batch(data_dir, "data_batch_4")
+    return pickle.dumps({**batch, b"data": batch["data"][::-1].copy()})
+
+
+def loop(path):
+    os.symlink(path.with_name("other"), path)
+    os.symlink(path, path.with_name("other"))
 
 
 def changed(data_dir, name, **entries):
@@ -71,6 +85,16 @@ DAMAGES = {  # what a bad copy or a bad sync leaves, and what the message must s
         d, "test_batch")["data"].astype(np.float32) / 255), "the pixels are float32, not uint8"),
     "not a dict": ("data_batch_3", lambda d: pickle.dumps([1, 2, 3]), "expected a dict with 'data' and 'labels'"),
     "missing": ("data_batch_3", lambda d: None, "data_batch_3 is missing"),
+    # checked by content: the batch's SHA-256, its keys, what stands in its place
+    "a batch copied over another": ("data_batch_2", lambda d: (d / H.CIFAR_FOLDER / "data_batch_1").read_bytes(),
+                                    "holds the images and labels of data_batch_1"),
+    "one pixel altered": ("data_batch_3", lambda d: changed(d, "data_batch_3", data=one_pixel_flipped(d)),
+                          "holds other images or labels than CIFAR-10's"),
+    "two images swapped": ("test_batch", lambda d: changed(d, "test_batch", **two_swapped(d, "test_batch")),
+                           "holds other images or labels than CIFAR-10's"),
+    "keys as bytes and as text": ("data_batch_4", both_keys, "holds the key 'data' twice, as bytes and as text"),
+    "a folder": ("data_batch_5", lambda d: lambda path: path.mkdir(), "is a folder, not a batch file"),
+    "a loop of links": ("data_batch_1", lambda d: loop, "is a symbolic link that leads to no file"),
 }
 
 

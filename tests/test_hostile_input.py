@@ -1,10 +1,9 @@
 """Input that a careless user could hand the project or an attacker could plant: each is stopped before any training
 or prediction, with one message that names the file or setting, its fault and its fix, and nothing stored is lost.
-(The store's own checks of what it serves are in test_bad_input.py, section 4.)"""
+(The store's own checks of what it serves, and the data folder's batch files, are in test_bad_input.py.)"""
 import csv
 import io
 import json
-import os
 import pickle
 import shutil
 import tracemalloc
@@ -153,66 +152,7 @@ def test_a_float_image_and_a_decompression_bomb_are_named(tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------------------------------------------
-# 4. The data folder, checked by content
-# ---------------------------------------------------------------------------------------------------
-
-
-def copy_with(tmp_path, data_dir, name, write):
-    """CIFAR-10's folder with every file linked but `name`, which `write(path)` makes."""
-    folder = tmp_path / "data" / H.CIFAR_FOLDER
-    folder.mkdir(parents=True)
-    for real in (data_dir / H.CIFAR_FOLDER).iterdir():
-        if real.name != name:
-            (folder / real.name).symlink_to(real)
-    write(folder / name)
-    return tmp_path / "data"
-
-
-def batch(data_dir, name):
-    return safe_pickle.text_keys(safe_pickle.load(data_dir / H.CIFAR_FOLDER / name))
-
-
-def rewritten(data_dir, name, edit):
-    content = batch(data_dir, name)
-    edit(content)
-    return lambda path: path.write_bytes(pickle.dumps(content))
-
-
-def swap_rows(content):
-    content["data"] = content["data"][[1, 0, *range(2, len(content["data"]))]]
-    content["labels"] = [content["labels"][1], content["labels"][0], *content["labels"][2:]]
-
-
-def loop(path):
-    os.symlink(path.with_name("other"), path)
-    os.symlink(path, path.with_name("other"))
-
-
-FOLDER_FAULTS = {
-    "a batch copied over another": ("data_batch_2", lambda d: lambda p: shutil.copy(
-        d / H.CIFAR_FOLDER / "data_batch_1", p), "holds the images and labels of data_batch_1"),
-    "one pixel altered": ("data_batch_3", lambda d: rewritten(d, "data_batch_3", lambda c: c["data"].__setitem__(
-        (0, 0), c["data"][0, 0] ^ 1)), "holds other images or labels than CIFAR-10's"),
-    "two images swapped": ("test_batch", lambda d: rewritten(d, "test_batch", swap_rows),
-                           "holds other images or labels than CIFAR-10's"),
-    "keys as bytes and as text": ("data_batch_4", lambda d: rewritten(d, "data_batch_4", lambda c: c.update(
-        {b"data": c["data"][::-1].copy()})), "holds the key 'data' twice, as bytes and as text"),
-    "a folder": ("data_batch_5", lambda d: lambda p: p.mkdir(), "is a folder, not a batch file"),
-    "a loop of links": ("data_batch_1", lambda d: loop, "is a symbolic link that leads to no file"),
-}
-
-
-@pytest.mark.parametrize("fault", list(FOLDER_FAULTS))
-def test_a_data_folder_is_checked_by_content(fault, data_dir, tmp_path):
-    name, make, message = FOLDER_FAULTS[fault]
-    folder = copy_with(tmp_path, data_dir, name, make(data_dir))
-    with pytest.raises(BadInput) as caught:
-        H.load_cifar10(folder, download=False)
-    assert str(folder / H.CIFAR_FOLDER / name) in str(caught.value) and message in str(caught.value), caught.value
-
-
-# ---------------------------------------------------------------------------------------------------
-# 5. Every numeric setting in its range, before a model is built
+# 4. Every numeric setting in its range, before a model is built
 # ---------------------------------------------------------------------------------------------------
 
 CONFIG = {"epochs": 1, "batch_size": 8, "seed": 0, "lr": 0.1}
@@ -241,7 +181,7 @@ def test_a_seed_numpy_cannot_take_is_refused_in_a_config_and_as_a_parameter():
 
 
 # ---------------------------------------------------------------------------------------------------
-# 6. Inputs of tools/predict.py that used to end in a traceback
+# 5. Inputs of tools/predict.py that used to end in a traceback
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -295,7 +235,7 @@ def test_a_full_disk_says_so_and_keeps_the_earlier_file(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 7. Predictions from the weights alone
+# 6. Predictions from the weights alone
 # ---------------------------------------------------------------------------------------------------
 
 
