@@ -32,9 +32,12 @@ from cifar10_resnet.data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET
 from cifar10_resnet.networks import (count_parameters, fit_to_data, flops_per_image, notebook_namespace,  # noqa: E402
                       torchsummary_total, unwrap)
 # training one model, and scoring it
-from cifar10_resnet.training import (Engine, EpochSums, FitResult, Lookahead, ModelEMA, Progress, Step, TrainStep,  # noqa: E402
-                      device_name, environment_report, fit, from_decoupled, joined_kind, make_scheduler,
-                      parameter_groups, pick_device, set_seed, sgd)
+from cifar10_resnet.engine import (Engine, device_name, environment_report, from_decoupled, pick_device,  # noqa: E402
+                    set_seed, sgd)
+from cifar10_resnet.step import EagerStep, EpochSums, Step, make_step, training_loss  # noqa: E402
+from cifar10_resnet.averages import Lookahead, ModelEMA  # noqa: E402
+from cifar10_resnet.checkpoints import joined_kind  # noqa: E402
+from cifar10_resnet.training import FitResult, Progress, fit, make_scheduler, parameter_groups  # noqa: E402
 from cifar10_resnet.evaluation import TTA_WEIGHTS, confusion_matrix, evaluate, evaluate_recipe, predict, tta_views  # noqa: E402
 # experiments, and the choices between them
 from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, NETWORKS, REFERENCE_RUN, SEED_PREFIX, SWEEP_PREFIX,  # noqa: E402

@@ -110,7 +110,7 @@ def rate_pair(name: str, value) -> list[float]:
     return [low, high]
 
 
-def choice(options: tuple) -> Callable[[str, object], object]:
+def one_of(options: tuple) -> Callable[[str, object], object]:
     """A check that admits exactly one of `options`."""
     def check(name: str, value):
         if value not in options:
@@ -151,7 +151,7 @@ PARAMETERS: dict[str, Callable[[str, object], object]] = {
     "SEED": lambda n, v: whole(n, v, least=0, most=SEED_LIMIT),
     "REFERENCE": lambda n, v: flag(n, v, none=True), "LEARNING_RATES": rate_pair,
     "FINAL_EPOCHS": whole, "FINAL_SEEDS": whole, "SWEEP": flag, "TARGET": percentage, "COMPILE": flag,
-    "GRAPHS": lambda n, v: flag(n, v, none=True), "PRECISION": choice((None, "bf16", "fp16", "fp32")),
+    "GRAPHS": lambda n, v: flag(n, v, none=True), "PRECISION": one_of((None, "bf16", "fp16", "fp32")),
     "REPOSITORY": text, "DRIVE": flag,
     "PREDICT": lambda n, v: None if v is None else path_text(n, v),
 }

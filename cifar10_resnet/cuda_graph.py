@@ -8,7 +8,7 @@ fills in place) and the epoch's running sums.
 
 `checked_capture(step, sums, samples)` wraps any training step: a callable `step(images, labels) -> (loss,
 logits)` with attributes `model` and `optimizer` that zeroes the gradients in place rather than freeing them
-(see `training.TrainStep`), and running sums with `add(loss, logits, labels)` and `reset()`. It changes neither:
+(see `step.EagerStep`), and running sums with `add(loss, logits, labels)` and `reset()`. It changes neither:
 nothing here knows the model, the precision or the loss.
 """
 from __future__ import annotations

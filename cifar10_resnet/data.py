@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from . import safe_pickle
-from .checks import BadInput, choice
-from .recipe import CHOICES, Recipe
+from .checks import BadInput, one_of
+from .recipe import OPTIONS, Recipe
 from .text import count_text
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,8 +253,8 @@ class Augmentation:
     def __post_init__(self) -> None:
         # each setting of a few values (pad_mode, flip) against the recipe's one table of them
         for f in fields(self):
-            if f.name in CHOICES:
-                choice(CHOICES[f.name])(f.name, getattr(self, f.name))
+            if f.name in OPTIONS:
+                one_of(OPTIONS[f.name])(f.name, getattr(self, f.name))
 
     @classmethod
     def of(cls, recipe: Recipe) -> "Augmentation":

@@ -1,6 +1,6 @@
 """Evaluation: a model's logits for a split, with test-time views, and its scores (`evaluate`, `confusion_matrix`).
 
-`predict` runs in eval mode in the engine's precision (`training.Engine.autocast`); `evaluate_recipe` scores a
+`predict` runs in eval mode in the engine's precision (`engine.Engine.autocast`); `evaluate_recipe` scores a
 run as its recipe is tested. Nothing here trains, draws random numbers or runs at import.
 """
 from __future__ import annotations

@@ -25,7 +25,8 @@ from .networks import count_parameters, fit_to_data, unwrap
 from .recipe import Recipe
 from .store import ResultsStore, config_hash, load_weights, save_weights
 from .text import format_epoch, log_line, wrapped
-from .training import Engine, FitResult, Progress, device_name, fit, set_seed
+from .engine import Engine, device_name, set_seed
+from .training import FitResult, Progress, fit
 
 # ---------------------------------------------------------------------------------------------------
 # 1. The names of the runs in the store (read by the notebook, tools/update_readme.py, benchmarks/)

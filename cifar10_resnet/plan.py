@@ -11,7 +11,8 @@ from .data import Data, training_batches
 from .recipe import Recipe, check_keys
 from .store import ResultsStore
 from .text import count_text, format_duration
-from .training import Engine, Progress, device_name, fit
+from .engine import Engine, device_name
+from .training import Progress, fit
 
 SILENT = Progress(label=None, log_every=0)  # the probe prints nothing
 

@@ -30,7 +30,7 @@ from .data import CLASSES, EVAL_BATCH, Batches, Data, Normalisation, prepare_dat
 from .evaluation import predict
 from .recipe import Recipe
 from .text import wrapped
-from .training import Engine, device_name
+from .engine import Engine, device_name
 from . import air_resnet, safe_pickle
 from .checks import BadInput
 from .store import ResultsStore, atomic_write, load_weights

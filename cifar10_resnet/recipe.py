@@ -12,7 +12,7 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field
 
-from .checks import SEED_LIMIT, BadInput, choice, positive, shown, whole
+from .checks import SEED_LIMIT, BadInput, one_of, positive, shown, whole
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Recipe:
     lr_end: float = 0.0          # onecycle: the multiplier the decay ends at (airbench's triangle: 0.07)
     # the loss and the weight average
     label_smoothing: float = 0.0  # probability mass spread over the other classes
-    ema_decay: float = 0.0       # weight average: 0 for none, else its decay per update (`training.ModelEMA`)
+    ema_decay: float = 0.0       # weight average: 0 for none, else its decay per update (`averages.ModelEMA`)
     ema_buffers: str = "copy"    # the average's BatchNorm statistics: "average", or "copy" as every run before it
     # augmentation (`data.Augmentation`, applied by `data.Batches`)
     pad: int = 4                 # pixels of padding before the random 32x32 crop
@@ -74,7 +74,7 @@ DEFAULTS = {f.name: f.default for f in SETTINGS if f.name not in REQUIRED and f.
 KNOWN = [f.name for f in SETTINGS]  # every key a configuration may hold: the others are typos
 # the settings that take one of a few values: checked with the configuration, not when training reads them
 # (a tta_views of 5 would otherwise fail after the last epoch, a pad_mode typo at the first batch)
-CHOICES = {"schedule": ("constant", "cosine", "onecycle"), "ema_buffers": ("average", "copy"),
+OPTIONS = {"schedule": ("constant", "cosine", "onecycle"), "ema_buffers": ("average", "copy"),
            "pad_mode": ("constant", "reflect"), "flip": ("random", "alternate"), "tta_views": (4, 6)}
 
 # the interval of each numeric setting (a bracket includes its end, a parenthesis does not): checked with the
@@ -105,7 +105,7 @@ def check_keys(config: dict, run: str = "a run") -> None:
 def check_config(config: dict, run: str = "a run") -> None:
     """`check_keys`, then the values that a run hashes and trains with: whole epochs, batch size and seed (at most
     SEED_LIMIT), a positive learning rate, each DEFAULTS key of its default's type (True for a bool, a number...)
-    and in its RANGES interval, and each CHOICES key one of its values."""
+    and in its RANGES interval, and each OPTIONS key one of its values."""
     check_keys(config, run)
     whole(f"{run}: config 'epochs'", config["epochs"])
     whole(f"{run}: config 'batch_size'", config["batch_size"])
@@ -118,8 +118,8 @@ def check_config(config: dict, run: str = "a run") -> None:
     for key, interval in RANGES.items():
         if not inside(config.get(key, DEFAULTS[key]), interval):
             raise BadInput(f"{run}: config {key!r} is {config[key]!r}, outside {interval}; give a value in {interval}")
-    for key, options in CHOICES.items():
-        choice(options)(f"{run}: config {key!r}", config.get(key, DEFAULTS[key]))
+    for key, options in OPTIONS.items():
+        one_of(options)(f"{run}: config {key!r}", config.get(key, DEFAULTS[key]))
 
 
 def same_kind(value, default) -> bool:

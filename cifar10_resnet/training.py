@@ -1,362 +1,34 @@
-"""Training one model: where the arithmetic runs, the step, the averages of the weights, checkpoints, and `fit`.
+"""Training one model: `fit(model, train, val, recipe, engine)` is the loop, on one screen.
 
-`fit(model, train, val, recipe, engine)` is the loop, on one screen: it builds the optimizer, the schedule, the
-weight averages and the step (eager, or a checked CUDA graph, chosen once before the first epoch), resumes from a
-checkpoint, and runs the epochs. Everything above it is one ingredient each: the engine (device, precision, SGD),
-the step, evaluation, the averages, the schedule and its parameter groups, checkpoints. Nothing runs at import.
+It builds the optimizer (`engine`), the schedule and its parameter groups (below), the weight averages
+(`averages`) and the step (`step`: eager, or a checked CUDA graph, chosen once before the first epoch), resumes from
+a checkpoint (`checkpoints`), and runs the epochs, scored on validation after each. Nothing runs at import.
 """
 from __future__ import annotations
 
-import copy
 import math
-import os
-import platform
-import random
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .checks import choice
+from .averages import Lookahead, ModelEMA
+from .checkpoints import joined_kind, resume, write_checkpoint
 from .choices import is_diverged
-from .cuda_graph import CHECK_STEPS, CapturedStep, checked_capture
 from .data import Batches
+from .engine import Engine
 from .evaluation import evaluate
-from .networks import parameter_roles, unwrap
-from .recipe import CHOICES, Recipe
-from .store import atomic_write, quarantine
+from .networks import parameter_roles
+from .recipe import Recipe
+from .step import make_step
 from .text import count_text, format_duration, format_epoch, log_line, wrapped
 
 
 # ---------------------------------------------------------------------------------------------------
-# 1. The machine: device, versions, seeds
-# ---------------------------------------------------------------------------------------------------
-
-
-def pick_device() -> torch.device:
-    """The first CUDA device when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def device_name(device: torch.device) -> str:
-    """A human name for the device: the GPU model, or the CPU's architecture and core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-
-
-def environment_report(device: torch.device) -> dict:
-    """Versions and hardware that every result is tied to."""
-    import torchvision
-
-    report = {"device": str(device), "device name": device_name(device), "python": platform.python_version(),
-              "torch": torch.__version__, "torchvision": torchvision.__version__}
-    if device.type == "cuda":
-        report["compute capability"] = "%d.%d" % torch.cuda.get_device_capability(device)
-        report["GPU memory (GiB)"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
-    return report
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so that a run can be repeated."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 2. Engine: where and in which precision the arithmetic runs
-# ---------------------------------------------------------------------------------------------------
-
-
-# PRECISION -> autocast dtype
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-
-def auto_precision(device: torch.device) -> tuple[str, str]:
-    """The precision a device trains in, and why: bf16 on compute capability 8.0 or newer (Ampere, Hopper),
-    fp16 with a gradient scaler below that (a T4 is 7.5), fp32 on the CPU."""
-    if device.type != "cuda":
-        return "fp32", "no CUDA device"
-    major, minor = torch.cuda.get_device_capability(device)
-    # not torch.cuda.is_bf16_supported(): since torch 2.3 it also answers yes where bf16 is only emulated (a T4)
-    return ("bf16" if major >= 8 else "fp16"), f"compute capability {major}.{minor}"
-
-
-def sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False,
-        fused: bool = False) -> torch.optim.SGD:
-    """SGD, fused into one kernel or multi-tensor (foreach), with its momentum buffers created as zeros up
-    front; its first step then computes what a first step without buffers does (buffer = gradient)."""
-    optimizer = torch.optim.SGD(params, lr=float(lr), momentum=momentum, weight_decay=weight_decay,
-                                nesterov=nesterov, fused=fused or None, foreach=None if fused else True)
-    if momentum:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                # fused SGD would create them with empty_like on its first step; a step that the gradient
-                # scaler skips (inf or NaN gradients) leaves them uninitialised, and the next one reads garbage
-                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    return optimizer
-
-
-def from_decoupled(lr: float, weight_decay: float, momentum: float, batch_size: int) -> tuple[float, float]:
-    """airbench's decoupled hyperparameters (step size and decay per 1,024 examples, Nesterov `momentum`) as this
-    engine's SGD on a mean loss: (lr, weight_decay), the same update of every step."""
-    # momentum multiplies a constant gradient's step by 1 / (1 - m)
-    examples = 1024 * (1 + 1 / (1 - momentum))
-    # SGD's decay is applied times the learning rate
-    return lr * batch_size / examples, weight_decay / lr
-
-
-@dataclass
-class Engine:
-    """How the arithmetic runs on a device: channels_last, autocast in bf16 or fp16 (with a gradient scaler) on
-    CUDA, fp32 on the CPU; optional torch.compile; the bf16 step as a checked CUDA graph (`graphs`: None=auto)."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    compile: bool = False
-    graphs: bool | None = None
-    why: str = ""  # how the precision was chosen
-
-    @classmethod
-    def for_device(cls, device, compile: bool = False, graphs: bool | None = None,
-                   precision: str | None = None) -> "Engine":
-        """The engine for `device`; `precision` ("bf16", "fp16", "fp32") forces one, None picks it."""
-        device = torch.device(device)
-        if precision is None:
-            precision, why = auto_precision(device)
-        elif precision in PRECISIONS:
-            why = f"PRECISION={precision!r}"
-        else:
-            raise ValueError(f"PRECISION must be None or one of {list(PRECISIONS)}, not {precision!r}")
-        if device.type == "cuda":
-            # fixed 32x32 shapes: let cuDNN pick its fastest kernels once
-            torch.backends.cudnn.benchmark = True
-            if precision == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
-                warnings.warn("bf16 on a GPU older than compute capability 8.0 is emulated and slow; "
-                              "fp16 is this GPU's fast path", stacklevel=2)
-        return cls(device=device, amp_dtype=PRECISIONS[precision], compile=compile, graphs=graphs, why=why)
-
-    @property
-    def precision(self) -> str:
-        """The dtype the arithmetic runs in, as the results record it: 'bfloat16', 'float16' or 'float32'."""
-        return str(self.amp_dtype or torch.float32).replace("torch.", "")
-
-    def autocast(self, cache: bool = True):
-        """Mixed precision on CUDA, a no-op on the CPU."""
-        # cache=False re-casts the weights at every use: required inside a CUDA graph capture, and free in a
-        # training step, where each weight is used once
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None,
-                              cache_enabled=cache)
-
-    def scaler(self) -> torch.amp.GradScaler:
-        """A gradient scaler, active only for fp16 (bf16 has fp32's range and needs none)."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Move to the device in channels_last; returns the module to call (compiled when asked)."""
-        model.to(self.device, memory_format=torch.channels_last)
-        return torch.compile(model) if self.compile else model
-
-    def optimizer(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                  nesterov: bool = False) -> torch.optim.SGD:
-        """`sgd`, fused on CUDA, multi-tensor elsewhere, its learning rate a tensor on the device."""
-        optimizer = sgd(params, lr, momentum, weight_decay, nesterov, fused=self.device.type == "cuda")
-        # so that a schedule can change it between replays of a CUDA graph
-        self.lr_on_device(optimizer)
-        return optimizer
-
-    def synchronize(self) -> None:
-        """Wait for the kernels queued on a CUDA device (a no-op on the CPU), so that a timing includes them."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def lr_on_device(self, optimizer) -> None:
-        """Make every group's learning rate a float32 tensor on the device (again after load_state_dict, which
-        brings back a CPU tensor): fused SGD reads it there, and a CUDA graph sees its updates."""
-        for group in optimizer.param_groups:
-            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=self.device)
-
-    def graph_plan(self) -> tuple[bool, str]:
-        """Whether to capture the training step as a CUDA graph, and the step kind with the reason when not."""
-        if self.graphs is False:
-            return False, "eager (GRAPHS=False)"
-        if self.device.type != "cuda":
-            return False, "eager (no CUDA device)"
-        if self.amp_dtype == torch.float16:
-            return False, "eager (fp16 needs a gradient scaler, whose inf checks are not graph-safe)"
-        if self.amp_dtype is None:
-            return False, "eager (fp32: the graph is captured for bf16 only)"
-        # with torch.compile too: its kernels are captured like eager ones
-        return True, "cuda-graph"
-
-    def step(self, model: nn.Module, optimizer, scaler, label_smoothing: float, train: Batches | None) -> "Step":
-        """The run's training step, chosen once: a CUDA graph when `graph_plan` says so and its replays of
-        `train`'s first batches match eager steps (`cuda_graph.checked_capture`), else eager. `train` None:
-        nothing left to train, so nothing is captured (the kind is the plan's)."""
-        eager, sums = TrainStep(model, optimizer, scaler, self, label_smoothing), EpochSums(self.device)
-        use_graph, kind = self.graph_plan()
-        if not (use_graph and train is not None):
-            return Step(eager, sums, None, kind)
-        # warm-up, then checks
-        graph, kind = checked_capture(eager, sums, train.fixed_batches(2 * CHECK_STEPS))
-        return Step(eager, sums, graph, kind)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 3. The step: one SGD update of a batch, eager or replayed as a CUDA graph
-# ---------------------------------------------------------------------------------------------------
-
-
-class TrainStep:
-    """One SGD step on a batch: `step(images, labels)` runs the forward pass in the engine's precision, the
-    loss, the backward pass (scaled for fp16) and the update, and returns the loss and logits on the device."""
-
-    def __init__(self, model, optimizer, scaler, engine: Engine, label_smoothing: float = 0.0):
-        self.model, self.optimizer, self.scaler, self.engine = model, optimizer, scaler, engine
-        self.label_smoothing = label_smoothing
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
-        with self.engine.autocast(cache=False):
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        # zeroed in place, never freed: a CUDA graph of this step keeps the gradients' addresses
-        self.optimizer.zero_grad(set_to_none=False)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)  # skipped by the scaler when fp16 gradients overflowed
-        self.scaler.update()
-        return loss, logits
-
-
-class EpochSums:
-    """Loss and correct predictions summed on the device over an epoch and read once at its end: the loop never
-    waits for the GPU. The tensors stay in place: a CUDA graph adds to them."""
-
-    def __init__(self, device):
-        self.loss = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.seen = 0  # counted on the host
-
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.loss += loss.detach().float() * len(labels)
-        self.correct += (logits.detach().argmax(1) == labels).sum()
-
-    def reset(self) -> None:
-        self.loss.zero_()
-        self.correct.zero_()
-        self.seen = 0
-
-    def read(self) -> dict:
-        """The epoch's mean training loss and accuracy (a fraction), as its history row names them."""
-        return {"train_loss": self.loss.item() / self.seen, "train_acc": self.correct.item() / self.seen}
-
-
-class Step:
-    """The training step of a run (`Engine.step`): a full batch through `graph` when one was captured, any
-    other eagerly; either way its loss and correct predictions are added to `sums`. `kind` is what the run
-    records: "cuda-graph" or "eager (why)"."""
-
-    def __init__(self, eager: TrainStep, sums: EpochSums, graph: CapturedStep | None, kind: str):
-        self.eager, self.sums, self.graph, self.kind = eager, sums, graph, kind
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        if self.graph is not None and len(labels) == self.graph.batch_size:
-            self.graph(images, labels)  # the graph adds to the sums itself
-        else:  # the last, smaller batch of an epoch, or every batch of an eager run
-            self.sums.add(*self.eager(images, labels), labels)
-        self.sums.seen += len(labels)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 4. Averages of the weights: an exponential moving average, lookahead
-# ---------------------------------------------------------------------------------------------------
-
-
-class ModelEMA:
-    """Exponential moving average of a model's weights, ema = d * ema + (1 - d) * weights, updated every `every`
-    steps with d = min(decay, (1 + n) / (10 + n)) after n updates (a short run is not dominated by the start)."""
-
-    def __init__(self, model: nn.Module, decay: float = 0.99, every: int = 5, buffers: str = "average"):
-        choice(CHOICES["ema_buffers"])("buffers", buffers)
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        # "average": BatchNorm statistics averaged like the weights, so that they belong to the same stretch of
-        # training; "copy" (the first sweep) takes the live model's, measured with weights the average lacks
-        self.decay, self.every, self.steps, self.buffers = decay, every, 0, buffers
-
-    def current_decay(self) -> float:
-        updates = self.steps // self.every
-        return min(self.decay, (1 + updates) / (10 + updates))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Called after every optimizer step; averages on every `every`-th call."""
-        self.steps += 1
-        if self.steps % self.every:
-            return
-        model = unwrap(model)
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in model.parameters()]
-        weight = 1 - self.current_decay()
-        torch._foreach_lerp_(ema_params, params, weight)
-        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
-            if self.buffers == "average" and ema_buffer.is_floating_point():
-                ema_buffer.lerp_(buffer, weight)
-            else:  # integer buffers (batch counters) are copied
-                ema_buffer.copy_(buffer)
-
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.steps = state["steps"]
-
-
-class Lookahead:
-    """airbench's lookahead: every `every` steps the slow weights move toward the live ones, slow = d * slow +
-    (1 - d) * live with d = 0.95**5 * (t / T)**3 at step t of T, and the live weights restart from them."""
-
-    def __init__(self, model: nn.Module, every: int, total_steps: int):
-        self.every, self.total, self.steps = every, total_steps, 0
-        self.slow = [t.detach().clone() for t in self.tensors(model)]
-
-    @staticmethod
-    def tensors(model: nn.Module) -> list[torch.Tensor]:
-        """The weights and the floating-point buffers (BatchNorm statistics), as airbench's state_dict walk."""
-        model = unwrap(model)
-        return list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Called after every optimizer step; pulls on every `every`-th, and hands over the slow weights at the end."""
-        self.steps += 1
-        live = [t.detach() for t in self.tensors(model)]
-        if self.steps % self.every == 0:
-            torch._foreach_lerp_(self.slow, live, 1 - 0.95 ** 5 * (self.steps / self.total) ** 3)
-            # in place: a CUDA graph keeps reading the same tensors
-            torch._foreach_copy_(live, self.slow)
-        # the run ends on the slow weights, as airbench's final update(decay=1.0)
-        if self.steps == self.total:
-            torch._foreach_copy_(live, self.slow)
-
-    def state_dict(self) -> dict:
-        return {"slow": self.slow, "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        torch._foreach_copy_(self.slow, state["slow"])
-        self.steps = state["steps"]
-
-
-# ---------------------------------------------------------------------------------------------------
-# 5. The schedule and the parameter groups it drives
+# 1. The schedule and the parameter groups it drives
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -410,76 +82,8 @@ def make_scheduler(optimizer, kind: str, epochs: int, steps_per_epoch: int, warm
 
 
 # ---------------------------------------------------------------------------------------------------
-# 6. Checkpoints
+# 2. fit: the loop
 # ---------------------------------------------------------------------------------------------------
-
-
-def read_checkpoint(path: Path) -> dict | None:
-    """A checkpoint's contents, or None when there is none or it is unreadable (moved aside with a warning).
-    Tensors and plain data only: a results folder shared through Drive or a fork cannot run code."""
-    if not path.exists():
-        return None
-    try:
-        # generator states stay CPU tensors
-        return torch.load(path, map_location="cpu", weights_only=True)
-    # cut short by a disconnect, damaged by a sync, anything else
-    except Exception as error:  # noqa: BLE001
-        quarantine(path, f"checkpoint unreadable ({type(error).__name__}); training starts afresh")
-        return None
-
-
-def write_checkpoint(path: Path, parts: dict, history: list[dict], seconds: float, step_kind: str,
-                     precision: str) -> None:
-    """Everything `resume` needs to continue after the last epoch of `history`, written atomically: the
-    state of each of `parts` (model, optimizer, ..., None for a part the run has not), the CPU's random state."""
-    saved = {name: part.state_dict() if part is not None else None for name, part in parts.items()}
-    saved |= {"cpu_rng": torch.get_rng_state(), "history": history, "seconds": seconds, "step_kind": step_kind,
-              "precision": precision}
-    atomic_write(path, lambda target: torch.save(saved, target))
-
-
-def load_parts(saved: dict, parts: dict, engine: "Engine") -> None:
-    """Load each of `parts` from `saved` in place (a scaler saved empty, by a run without one, is left fresh)."""
-    for name, part in parts.items():
-        if part is not None and (name != "scaler" or saved[name]):
-            part.load_state_dict(saved[name])
-    engine.lr_on_device(parts["optimizer"])  # load_state_dict brings back a CPU tensor
-
-
-def resume(checkpoint: Path | None, parts: dict, engine: "Engine") -> tuple[list[dict], float, str | None]:
-    """(history, training seconds, step kind) of the run that `checkpoint` holds, its state loaded into `parts`;
-    ([], 0.0, None) without one. A checkpoint that does not fit (another model, an older layout) is moved aside
-    with a warning and `parts` are put back as they were. One of another precision resumes."""
-    saved = read_checkpoint(checkpoint) if checkpoint is not None else None
-    if saved is None:
-        return [], 0.0, None
-    fresh = {name: copy.deepcopy(part.state_dict()) if part is not None else None for name, part in parts.items()}
-    try:
-        load_parts(saved, parts, engine)
-    except Exception as error:  # noqa: BLE001 - never stop a Run all over an old checkpoint
-        quarantine(checkpoint, f"checkpoint does not fit this run ({type(error).__name__}); training starts afresh")
-        load_parts(fresh, parts, engine)  # a failed load may have filled part of the model
-        return [], 0.0, None
-    torch.set_rng_state(saved["cpu_rng"])
-    before, scaler = saved.get("precision", "a precision not recorded"), parts["scaler"]
-    fresh_scaler = "; the gradient scaler starts fresh" if scaler.is_enabled() and not saved["scaler"] else ""
-    changed = ("" if before == engine.precision
-               else f" (written in {before}, continuing in {engine.precision}{fresh_scaler})")
-    print(f"resumed from {checkpoint} after epoch {len(saved['history'])}{changed}")
-    return saved["history"], saved["seconds"], saved.get("step_kind")
-
-
-# ---------------------------------------------------------------------------------------------------
-# 7. fit: the loop
-# ---------------------------------------------------------------------------------------------------
-
-
-def joined_kind(before: str | None, now: str, training: bool) -> str:
-    """The step kind of a run that may have been resumed: `before` is what its checkpoint recorded, `now` this
-    session's while `training`; a run resumed on another kind records both ("cuda-graph, then eager (...)")."""
-    if before is None or before.split(", then ")[-1] == now:
-        return before or now
-    return f"{before}, then {now}" if training else before
 
 
 @dataclass(frozen=True)
@@ -534,7 +138,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, recipe: Recipe, e
              "batches": train, "ema": ema, "lookahead": lookahead}
     history, seconds, resumed_kind = resume(checkpoint, parts, engine)
     left = range(len(history) + 1, recipe.epochs + 1)  # this session's epochs
-    step = engine.step(module, optimizer, parts["scaler"], recipe.label_smoothing, train if left else None)
+    step = make_step(module, optimizer, parts["scaler"], recipe, engine, train if left else None)
     progress.start(len(left), len(train.x), engine, step.kind)
     step_kind, saved_at = joined_kind(resumed_kind, step.kind, bool(left)), time.perf_counter()
     for epoch in left:

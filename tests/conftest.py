@@ -117,6 +117,11 @@ def interrupt_after_two_epochs(build, config, tiny, engine, store) -> Path:
     return checkpoint
 
 
+def a_recipe(**settings) -> H.Recipe:
+    """A unit test's recipe: one epoch at lr 0.1 in batches of 64 from seed 0, with `settings` on top."""
+    return H.Recipe.of({"epochs": 1, "lr": 0.1, "batch_size": 64, "seed": 0, **settings})
+
+
 def one_epoch(step, batches, after_step=lambda: None) -> dict:
     """One pass of `step` (a `helpers.Step`) over `batches`, `after_step` after each step, as `helpers.fit`'s
     inner loop makes it; returns the epoch's training loss and accuracy."""

@@ -154,7 +154,7 @@ def test_learning_rate_groups_scale_biases_and_freeze_the_stem_and_scales(engine
     r = H.Recipe.of(AIRBENCH)  # as fit builds them, for two steps per epoch
     optimizer = engine.optimizer(H.parameter_groups(model, r, 2), r.lr, r.momentum, r.weight_decay, r.nesterov)
     scheduler = H.make_scheduler(optimizer, r.schedule, r.epochs, 2, r.warmup, r.lr_start, r.lr_end)
-    step = H.TrainStep(model, optimizer, engine.scaler(), engine, r.label_smoothing)
+    step = H.EagerStep(model, optimizer, engine.scaler(), engine, r)
     groups = {g["name"]: g for g in optimizer.param_groups}
     listed = [id(p) for g in groups.values() for p in g["params"]]
     assert sorted(listed) == sorted(id(p) for p in model.parameters())  # each parameter exactly once

@@ -219,7 +219,7 @@ def test_a_misspelt_configuration_key_is_refused_before_a_model_is_built(data, t
 
 
 def test_augmentation_and_weight_average_built_directly_refuse_a_value_outside_the_table():
-    """Built without a recipe (tests, benchmarks), they check their few-valued settings against recipe.CHOICES."""
+    """Built without a recipe (tests, benchmarks), they check their few-valued settings against recipe.OPTIONS."""
     for build, message in ((lambda: H.Augmentation(pad_mode="reflct"),
                             "pad_mode must be one of 'constant', 'reflect', not 'reflct'"),
                            (lambda: H.Augmentation(flip="alternte"),
@@ -232,12 +232,12 @@ def test_augmentation_and_weight_average_built_directly_refuse_a_value_outside_t
 
 
 def test_every_tta_view_count_the_table_admits_is_one_evaluation_makes():
-    """recipe.CHOICES restates tta_views' counts (recipe cannot import evaluation): a count the table admits but
+    """recipe.OPTIONS restates tta_views' counts (recipe cannot import evaluation): a count the table admits but
     evaluation lacks would pass the checks and fail after the last epoch."""
     from cifar10_resnet.evaluation import TTA_WEIGHTS
-    from cifar10_resnet.recipe import CHOICES
+    from cifar10_resnet.recipe import OPTIONS
     images = torch.randn(2, 3, 8, 8)
-    for count in CHOICES["tta_views"]:
+    for count in OPTIONS["tta_views"]:
         views = H.tta_views(images, count)
         assert len(views) == len(TTA_WEIGHTS[count]) == count and abs(sum(TTA_WEIGHTS[count]) - 1) < 1e-12
         assert all(view.shape == images.shape for view in views)

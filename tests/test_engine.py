@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import helpers as H
-from conftest import one_epoch
+from conftest import a_recipe, one_epoch
 
 
 def plain_batches(x, y, mean, std, batch_size):
@@ -31,7 +31,7 @@ def test_fast_step_matches_plain_fp32_step(models, data):
     engine = H.Engine(device=torch.device("cpu"), amp_dtype=torch.bfloat16)
     engine.prepare(fast)
     optimizer = engine.optimizer(fast.parameters(), lr=0.0)
-    step = H.TrainStep(fast, optimizer, engine.scaler(), engine)
+    step = H.EagerStep(fast, optimizer, engine.scaler(), engine, a_recipe())
     loss, logits = step(images.contiguous(memory_format=torch.channels_last), labels)
     plain_loss = F.cross_entropy(reference(images), labels)
     plain_loss.backward()
@@ -68,7 +68,7 @@ def test_epoch_numbers_match_a_plain_loop(models, data):
     assert scores["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-4)
     # training epoch (lr 0, no shuffle, no augmentation): the device-side sums equal the plain per-batch means
     optimizer = engine.optimizer(model.parameters(), lr=0.0)
-    stats = one_epoch(engine.step(model, optimizer, engine.scaler(), 0.0, batches), batches)
+    stats = one_epoch(H.make_step(model, optimizer, engine.scaler(), a_recipe(), engine, batches), batches)
     model.train()
     losses, correct = [], 0
     with torch.no_grad():

@@ -15,7 +15,7 @@ import torch.nn as nn
 from cifar10_resnet import cuda_graph
 import helpers as H
 from cifar10_resnet.store import ResultsStore
-from conftest import one_epoch, tiny_net
+from conftest import a_recipe, one_epoch, tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -104,7 +104,7 @@ def test_static_buffer_epoch_equals_the_eager_epoch(data):
         scheduler = H.make_scheduler(optimizer, "onecycle", 1, 5, warmup=0.2)
         ema = H.ModelEMA(model, decay=0.9, every=1)
         batches = batches_of(data, 7 * 64 + 40, 64)
-        step, sums, captured = H.TrainStep(model, optimizer, engine.scaler(), engine, 0.1), H.EpochSums("cpu"), None
+        step, sums, captured = H.EagerStep(model, optimizer, engine.scaler(), engine, a_recipe(label_smoothing=0.1)), H.EpochSums("cpu"), None
         if name == "static":
             before = [t.clone() for t in model.state_dict().values()]
             captured, kind = cuda_graph.checked_capture(step, sums, batches.fixed_batches(6), capture=False)
@@ -134,7 +134,7 @@ def test_failed_capture_falls_back_to_eager_with_one_warning(data):
     before = [t.clone() for t in model.state_dict().values()]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        captured, kind = cuda_graph.checked_capture(H.TrainStep(model, optimizer, engine.scaler(), engine),
+        captured, kind = cuda_graph.checked_capture(H.EagerStep(model, optimizer, engine.scaler(), engine, a_recipe()),
                                                     H.EpochSums("cpu"), batches_of(data, 512, 64).fixed_batches(6))
     assert captured is None and kind.startswith("eager (capture failed")
     assert len(caught) == 1 and "training eagerly" in str(caught[0].message)
@@ -149,7 +149,7 @@ def test_a_step_that_differs_from_eager_is_not_trusted(data):
     model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(3 * 32 * 32, 10))
     optimizer = engine.optimizer(model.parameters(), lr=0.1, momentum=0.9)
     with pytest.warns(UserWarning, match="CUDA graph step not used"):
-        captured, kind = cuda_graph.checked_capture(H.TrainStep(model, optimizer, engine.scaler(), engine),
+        captured, kind = cuda_graph.checked_capture(H.EagerStep(model, optimizer, engine.scaler(), engine, a_recipe()),
                                                     H.EpochSums("cpu"), batches_of(data, 512, 64).fixed_batches(6),
                                                     capture=False)
     assert captured is None and kind.startswith("eager (loss of step")
@@ -158,7 +158,7 @@ def test_a_step_that_differs_from_eager_is_not_trusted(data):
 def test_too_few_full_batches_stay_eager(data):
     engine = H.Engine.for_device("cpu")
     model = tiny_net()
-    step = H.TrainStep(model, engine.optimizer(model.parameters(), lr=0.1), engine.scaler(), engine)
+    step = H.EagerStep(model, engine.optimizer(model.parameters(), lr=0.1), engine.scaler(), engine, a_recipe())
     captured, kind = cuda_graph.checked_capture(step, H.EpochSums("cpu"), batches_of(data, 300, 64).fixed_batches(6))
     assert captured is None and "full batches" in kind
 
@@ -181,7 +181,7 @@ def test_static_step_returns_a_detached_loss(data):
     model = tiny_net()
     optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9)
     batches = batches_of(data, 512, 64)
-    captured = cuda_graph.CapturedStep(H.TrainStep(model, optimizer, engine.scaler(), engine), H.EpochSums("cpu"),
+    captured = cuda_graph.CapturedStep(H.EagerStep(model, optimizer, engine.scaler(), engine, a_recipe()), H.EpochSums("cpu"),
                                        batches.fixed_batches(1), capture=False)
     loss = captured(*batches.fixed_batches(1)[0])
     assert torch.isfinite(loss) and not loss.requires_grad and loss.grad_fn is None
@@ -198,7 +198,7 @@ def test_replayed_steps_equal_eager_steps(models, data, compiled):
     batches = batches_of(data, 4096, 128, "cuda")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        chosen = engine.step(module, optimizer, engine.scaler(), 0.0, batches)
+        chosen = H.make_step(module, optimizer, engine.scaler(), a_recipe(), engine, batches)
         step, captured, kind = chosen.eager, chosen.graph, chosen.kind
         assert kind == "cuda-graph" and captured.graph is not None
         # one more comparison, on augmented batches this time, from the same state
@@ -246,7 +246,7 @@ def test_graph_reads_the_schedule_and_feeds_the_weight_average(models, data):
     engine.prepare(model)
     optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9)
     batches = batches_of(data, 4096, 128, "cuda")
-    chosen = engine.step(model, optimizer, engine.scaler(), 0.0, batches)
+    chosen = H.make_step(model, optimizer, engine.scaler(), a_recipe(), engine, batches)
     captured, kind = chosen.graph, chosen.kind
     assert kind == "cuda-graph"
     x, y = next(iter(batches))

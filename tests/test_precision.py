@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import helpers as H
 from cifar10_resnet.store import ResultsStore
-from conftest import RunsCode, interrupt_after_two_epochs, tiny_net
+from conftest import RunsCode, a_recipe, interrupt_after_two_epochs, tiny_net
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -91,7 +91,7 @@ def fp16_steps(make_optimizer, overflow_first: bool, monkeypatch, device: str = 
     model = small_net()
     engine = H.Engine.for_device(device, precision="fp16")
     engine.prepare(model)
-    step = H.TrainStep(model, make_optimizer(engine, model), engine.scaler(), engine)
+    step = H.EagerStep(model, make_optimizer(engine, model), engine.scaler(), engine, a_recipe())
     scaler = step.scaler
     assert scaler.is_enabled()
     images = torch.randn(16, 3, 32, 32).to(device, memory_format=torch.channels_last)

@@ -313,13 +313,14 @@ def test_the_appendix_prints_the_training_code_as_it_is_now():
     """The appendix is the modules' own source: the committed render's listing is what the modules hold today."""
     from cifar10_resnet import data
     from cifar10_resnet import evaluation
-    from cifar10_resnet import training
+    from cifar10_resnet import step, training
 
-    listing = report.Listing(training.fit, training.TrainStep.__call__, training.make_scheduler, data.crop_flip,
-                             evaluation.tta_views)
+    listing = report.Listing(training.fit, step.training_loss, step.EagerStep.__call__, training.make_scheduler,
+                             data.crop_flip, evaluation.tta_views)
     shown = ["".join(o["data"]["text/markdown"]) for o in outputs(notebook()) if "text/markdown" in o.get("data", {})]
     assert shown == [listing._repr_markdown_()]
-    assert "def fit(" in shown[0] and "def __call__(self, images" in shown[0] and "TrainStep.__call__" in shown[0]
+    assert "def fit(" in shown[0] and "def __call__(self, images" in shown[0] and "EagerStep.__call__" in shown[0]
+    assert "def training_loss(" in shown[0]
 
 
 def test_figures_are_legible_at_the_pdfs_size(tmp_path):
