@@ -33,15 +33,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # helpers.py sits at the repository root, one level above this file
-from cifar10_resnet import experiments as E  # noqa: E402
 import helpers as H  # noqa: E402
 from cifar10_resnet import report  # noqa: E402
 from benchmarks import round3  # noqa: E402  (benchmarks/round3.py: round 3's recipes)
-from cifar10_resnet.air_resnet import network  # noqa: E402  (AirResNet, or the notebook's FastResNet)
 from cifar10_resnet.store import ResultsStore  # noqa: E402
 
 NOTEBOOK = ROOT / "mini_project.ipynb"
 QUICK = {"FINAL_EPOCHS": 1}  # what the notebook's quick mode sets, so that it serves these runs
+FINAL_NETWORKS = ("fast_resnet", "air_resnet")  # the final recipe's networks, as the notebook's NETWORKS names them
 
 # ---------------------------------------------------------------------------------------------------
 # Rounds 1 and 2: their recipes, as they ran
@@ -90,7 +89,7 @@ def measured_rate(store: ResultsStore, card: str, ns: dict) -> tuple[float, int]
     flops = seconds = runs = 0
     for summary in store.summaries().values():
         config = summary.get("config", {})
-        if summary.get("device") != card or config.get("arch") not in E.NETWORKS or summary.get("diverged"):
+        if summary.get("device") != card or config.get("arch") not in FINAL_NETWORKS or summary.get("diverged"):
             continue
         flops += round3.training_gflop(config, ns) * 1e9 * summary["train_images"]
         seconds += summary["train_seconds"]
@@ -218,7 +217,7 @@ def main() -> None:
     engine = H.Engine.for_device(H.pick_device())
     for name, config in runs.items():
         config = {"blocks": (1, 0, 1), **config} if args.round < 3 else config  # rounds 1-2 predate "blocks"
-        build = lambda: network(config, ns)  # noqa: E731
+        build = ns["NETWORKS"].builder(config, name)
         s = H.run_experiment(name, runs[name], build, data, engine, store, H.Protocol(test=False))
         print(f"EXPLORE | {name} | val {100 * s['final_val_acc']:.2f}% | val TTA {100 * s['final_val_acc_tta']:.2f}% "
               f"| {s['train_seconds']:.1f} s", flush=True)

@@ -59,12 +59,12 @@ def main():
     engine, name = H.Engine.for_device(device), H.device_name(device)
     data = H.prepare_data(args.data_dir)
     x = data.test[0][:args.images]
-    namespace, store = H.notebook_namespace(P.NOTEBOOK), ResultsStore(ROOT / "results")
+    networks, store = H.notebook_networks(P.NOTEBOOK), ResultsStore(ROOT / "results")
     print(f"{name} | torch {torch.__version__} | {engine.precision} | {len(x)} images x {args.repeats} passes")
 
     rows = []
     for run in args.models.split(","):
-        model, summary = P.stored_model(store, run, namespace)
+        model, summary = P.stored_model(store, run, networks)
         model, config = engine.prepare(model), summary["config"]
         for tta in (False, True):
             views = H.Recipe.of(config).tta_views if tta else 1

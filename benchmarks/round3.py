@@ -3,12 +3,11 @@ its network cut below 5M parameters (`cifar10_resnet.air_resnet`), beside the re
 
 `benchmarks/exploration.py --round 3` trains these runs into the notebook's store under the names below, each with
 several seeds, scored on validation only. The notebook's own cells (tagged "parameters", "model" and "recipes")
-supply the starting recipe and FastResNet; `recipes(ns)` and `network(config, ns)` take that namespace.
+supply the starting recipe and the registry of networks (`NETWORKS`); `recipes(ns)` and `training_gflop` take it.
 """
 from __future__ import annotations
 
 import helpers as H
-from cifar10_resnet.air_resnet import network
 from cifar10_resnet.experiments import ROUND3_PREFIX
 
 TIE = 0.0015                 # validation accuracy: recipes closer than this tie, and the cheaper one wins
@@ -44,4 +43,4 @@ def trial(round3: dict[str, dict], label: str, k: int) -> tuple[str, dict]:
 
 def training_gflop(config: dict, ns: dict) -> float:
     """GFLOP per training image over a whole run of `config`: forward and backward, times the epochs."""
-    return H.flops_per_image(network(config, ns), backward=True) * config["epochs"] / 1e9
+    return H.flops_per_image(ns["NETWORKS"].build(config), backward=True) * config["epochs"] / 1e9

@@ -3,9 +3,13 @@ module; the notebook reaches them through `helpers.py` at the repository's root 
 
 - `recipe`       a run's settings: one frozen record built from a stored configuration (`Recipe.of`), each in range
 - `data`         CIFAR-10 (its batch files checked by content), its splits, batches augmented on the device
-- `networks`     the notebook's networks as the other modules see them: counted, unwrapped, prepared
-- `air_resnet`   airbench96's network under 5M parameters (round 3), and the network a final recipe names
-- `training`     the engine (device, precision, SGD), the step, weight averages, checkpoints, and `fit`: the loop
+- `networks`     the registry of networks (a run's "arch" -> its builder; the notebook's model cells fill it), counts
+- `air_resnet`   airbench96's network under 5M parameters (round 3), registered beside the notebook's
+- `engine`       the machine a run trains on (device, versions, seeds), its precision and SGD
+- `step`         one SGD update, built from the recipe, with the loss in one function; eager or a CUDA graph
+- `averages`     averages of the weights while training: an exponential moving average, lookahead
+- `checkpoints`  a run saved atomically and resumed where it stopped
+- `training`     the schedule and its parameter groups, and `fit`: the loop, on one screen
 - `cuda_graph`   the training step captured as a CUDA graph and replayed, after a check against eager steps
 - `evaluation`   predictions with test-time views, scores, the confusion matrix
 - `experiments`  the runs' names in the store, and `run_experiment`: one run trained and tested, or served

@@ -1,13 +1,12 @@
 """airbench96's network (Jordan, arXiv 2404.00498) at widths that keep it under 5M parameters, `AirResNet`, which
-round 3 of the final recipe's sweep trains (`benchmarks/round3.py` holds its recipes); and `network`, the network a
-final recipe's configuration names (AirResNet here, FastResNet from the notebook's cells).
+round 3 of the final recipe's sweep trains (`benchmarks/round3.py` holds its recipes). `networks.registry()`
+registers its builder, `air_resnet`, beside the notebook's networks.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 
 
 class Whitening(nn.Conv2d):
@@ -90,10 +89,3 @@ class AirResNet(nn.Module):
 def air_resnet(widths=(128, 256, 352)) -> AirResNet:
     """AirResNet at `widths` (its groups' channels): 4,846,648 parameters at the default."""
     return AirResNet(widths)
-
-
-def network(config: dict, ns: dict) -> nn.Module:
-    """The network a final recipe trains: AirResNet here, FastResNet from the notebook's namespace `ns`."""
-    if config["arch"] == "air_resnet":
-        return air_resnet(config["widths"])
-    return ns["network"](config)

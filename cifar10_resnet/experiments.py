@@ -42,8 +42,6 @@ ROUND3_PREFIX = "final round 3 - "      # round 3 of the sweep: ROUND3_PREFIX + 
 SEED_PREFIX = "final seed "             # the final model's seeds: "final seed 0", ...
 # results/ subfolder: the first sweep, its chosen recipe and seeds, as run
 FIRST_SWEEP = "first-sweep"
-# a final recipe's "arch", by name
-NETWORKS = {"fast_resnet": "FastResNet", "air_resnet": "AirResNet"}
 
 
 def seed_name(k: int) -> str:

@@ -31,8 +31,9 @@ from .evaluation import predict
 from .recipe import Recipe
 from .text import wrapped
 from .engine import Engine, device_name
-from . import air_resnet, safe_pickle
+from . import safe_pickle
 from .checks import BadInput
+from .networks import Registry
 from .store import ResultsStore, atomic_write, load_weights
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "mini_project.ipynb"  # the repository's root, above the package
@@ -206,19 +207,13 @@ def read_images(source: str | Path) -> Images:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 2. The model: rebuilt from the notebook's model cells and the stored configuration
+# 2. The model: rebuilt from the notebook's registry of networks and the stored configuration
 # ---------------------------------------------------------------------------------------------------
 
 
-def network_for(config: dict, namespace: dict) -> nn.Module:
-    """The untrained network a stored run's configuration names, from the notebook's `model` cells."""
-    if config["arch"] in ("fast_resnet", "air_resnet"):
-        return air_resnet.network(config, namespace)
-    return namespace[config["arch"]]()
-
-
-def stored_model(store: ResultsStore, name: str, namespace: dict) -> tuple[nn.Module, dict]:
-    """The network of the stored run `name` with its saved weights, and the run's summary."""
+def stored_model(store: ResultsStore, name: str, networks: Registry) -> tuple[nn.Module, dict]:
+    """The network of the stored run `name` (its configuration's "arch" in `networks`, the notebook's `NETWORKS`)
+    with its saved weights, and the run's summary."""
     summaries = store.summaries()
     with_weights = sorted(n for n in summaries if store.path(n, ".pt").exists())
     if name not in summaries:
@@ -231,7 +226,7 @@ def stored_model(store: ResultsStore, name: str, namespace: dict) -> tuple[nn.Mo
                        f"(experiments.run_experiment; {keeps})")
     summary = summaries[name]
     try:
-        return load_weights(network_for(summary["config"], namespace), weights), summary
+        return load_weights(networks.build(summary["config"], name), weights), summary
     # garbage, cut short, another architecture: the same fault
     except Exception as error:  # noqa: BLE001
         # the cause, not torch's advice that follows

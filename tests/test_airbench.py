@@ -46,7 +46,8 @@ def test_air_resnet_is_residual_and_under_five_million_parameters():
     model = air.air_resnet()
     assert H.count_parameters(model) == H.torchsummary_total(model, "cpu") == 4_846_648
     assert sum(isinstance(m, air.AirGroup) for m in model.modules()) == 3
-    assert air.network({"arch": "air_resnet", "widths": [128, 256, 352]}, {}).fc.in_features == 352
+    # registered in the package's registry, its widths from a configuration
+    assert H.registry().build({"arch": "air_resnet", "widths": [128, 256, 320], "blocks": None}).fc.in_features == 320
     assert H.flops_per_image(model) == 554_350_016  # forward, counted by torch.utils.flop_counter
 
 

@@ -245,7 +245,7 @@ def test_the_shipped_model_predicts_without_cifar10(raw, data_dir, tmp_path, mon
     source = tmp_path / "hidden.npy"
     np.save(source, raw["test_x"][:8].numpy())
     with_data, engine = tmp_path / "with.csv", H.Engine.for_device("cpu")
-    model, summary = P.stored_model(ResultsStore(ROOT / "results"), "final seed 0", H.notebook_namespace(P.NOTEBOOK))
+    model, summary = P.stored_model(ResultsStore(ROOT / "results"), "final seed 0", H.notebook_networks(P.NOTEBOOK))
     P.write_predictions(P.read_images(source), with_data, engine.prepare(model), summary["config"],
                         H.prepare_data(data_dir), engine, tta=True)  # the statistics read from CIFAR-10
 

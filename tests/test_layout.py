@@ -17,7 +17,7 @@ PACKAGE = "cifar10_resnet"  # the engine, one folder below the deliverable
 # each module and the project modules it may import: a DAG with the training loop (training) below the runner; the
 # package's modules import only one another, and tools/, benchmarks/ and tests/ sit above the package
 ALLOWED = {"checks": set(), "safe_pickle": {"checks"}, "text": set(), "choices": set(), "recipe": {"checks"},
-           "networks": {"checks"}, "store": {"checks", "networks"}, "cuda_graph": set(), "air_resnet": set(),
+           "networks": {"air_resnet", "checks"}, "store": {"checks", "networks"}, "cuda_graph": set(), "air_resnet": set(),
            "data": {"checks", "recipe", "safe_pickle", "text"}, "evaluation": {"data", "recipe"},
            "engine": set(), "step": {"cuda_graph", "data", "engine", "recipe"},
            "averages": {"checks", "networks", "recipe"}, "checkpoints": {"engine", "store"},
@@ -28,14 +28,14 @@ ALLOWED = {"checks": set(), "safe_pickle": {"checks"}, "text": set(), "choices":
            "plan": {"data", "engine", "recipe", "store", "text", "training"},
            "report": {"choices", "data", "networks", "store", "text"},
            "figures": {"choices", "data", "report", "store", "text"}, "findings": {"choices", "report"},
-           "predictions": {"air_resnet", "checks", "data", "engine", "evaluation", "networks", "recipe", "safe_pickle",
-                           "store", "text"},
+           "predictions": {"checks", "data", "engine", "evaluation", "networks", "recipe", "safe_pickle", "store",
+                           "text"},
            "helpers": {"averages", "checkpoints", "checks", "choices", "data", "engine", "evaluation", "experiments",
                        "networks", "recipe", "step", "text", "training"},
            "tools/update_readme": {"experiments", "helpers", "report", "store"}, "tools/render": {"report", "store"},
            "tools/paper": {"experiments", "figures", "findings", "helpers", "report", "store", "update_readme"},
            "tools/predict": {"checks", "helpers", "predictions", "store"},
-           "benchmarks/round3": {"air_resnet", "experiments", "helpers"}}
+           "benchmarks/round3": {"experiments", "helpers"}}
 PACKAGED = [m for m in ALLOWED if "/" not in m and m != "helpers"]  # the modules inside the package
 TRAINING_CODE = ("training", "step", "averages", "checkpoints", "experiments", "evaluation", "cuda_graph")  # what report never loads
 MODULES = [m for m in ALLOWED if "/" not in m] + ["benchmarks/exploration", "benchmarks/train_speed"]

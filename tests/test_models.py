@@ -1,8 +1,13 @@
-"""Parameter counts and structure of the architectures defined in the notebook's `model` cells."""
+"""Parameter counts and structure of the architectures defined in the notebook's `model` cells, and the registry
+(`NETWORKS`) through which every other part of the project builds them."""
+import json
+
 import pytest
 import torch
 
 import helpers as H
+from cifar10_resnet.checks import BadInput
+from conftest import ROOT
 
 
 @pytest.mark.parametrize("factory, expected", [("resnet18", 11_173_962), ("option1", 2_797_610),
@@ -60,3 +65,65 @@ def test_final_model_is_residual(models):
     torch.nn.init.zeros_(block.body[1][0].weight)   # the branch's last convolution
     torch.nn.init.zeros_(block.body[1][1].bias)     # and its BN shift: the branch outputs GELU(0) = 0
     assert torch.allclose(block(x), x, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The registry: a run's "arch" names its network there and nowhere else
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_the_registry_holds_every_network_a_stored_run_names(models):
+    """Each stored run's "arch" (results/ and its subfolders) is registered, and the network built from its
+    configuration has the parameters the run stored: a name and its builder cannot disagree silently."""
+    networks, archs = models["NETWORKS"], set()
+    assert set(networks.labels()) == {"resnet18", "option1", "option2", "fast_resnet", "air_resnet"}
+    built: dict[str, int] = {}
+    for path in sorted((ROOT / "results").rglob("*.json")):
+        summary = json.loads(path.read_text())
+        config = summary.get("config") if isinstance(summary, dict) else None
+        if not config or "trainable_params" not in summary:
+            continue
+        key = json.dumps({k: config.get(k) for k in ("arch", "widths", "blocks")}, sort_keys=True)
+        if key not in built:
+            built[key] = H.count_parameters(networks.build(config, path.stem))
+        assert built[key] == summary["trainable_params"], path
+        archs.add(config["arch"])
+    assert archs >= {"option1", "option2", "fast_resnet"}  # the six experiments and the final model's runs
+
+
+def test_the_registry_builds_a_configuration_at_its_sizes(models):
+    networks = models["NETWORKS"]
+    assert networks["option2"].sizes() == {"widths": (64, 128, 256, 512), "blocks": (2, 1, 1, 1)}
+    assert networks["fast_resnet"].label == "FastResNet" and networks["air_resnet"].label == "AirResNet"
+    model = networks.build({"arch": "fast_resnet", "widths": [64, 128, 256, 352], "blocks": [1, 1, 1]})
+    assert H.count_parameters(model) == H.count_parameters(models["fast_resnet"]((64, 128, 256, 352), (1, 1, 1)))
+    # a configuration without sizes gets the builder's defaults: the six experiments' configurations
+    assert H.count_parameters(networks.build({"arch": "option1"})) == 2_797_610
+
+
+def test_an_unknown_arch_or_size_is_one_error_before_anything_is_built(models):
+    networks = models["NETWORKS"]
+    with pytest.raises(BadInput, match=r"model 7: config 'arch' is 'option3', which names no network; the "
+                                         r"registered ones: air_resnet, resnet18, option1, option2, fast_resnet "
+                                         r"\(a new one: decorate its builder with @NETWORKS.register"):
+        networks.builder({"arch": "option3"}, "model 7")
+    with pytest.raises(BadInput, match="config gives blocks but air_resnet's builder takes only widths"):
+        networks.builder({"arch": "air_resnet", "blocks": [1, 1, 1]}, "a run")
+    with pytest.raises(BadInput, match="config .arch. is None, which names no network"):
+        networks.builder({"epochs": 1}, "a run")
+
+
+def test_a_registered_builder_is_returned_unchanged_and_table_1_comes_from_the_registry(models):
+    networks = H.registry()
+
+    @networks.register("ResNet-10")
+    def resnet10(widths=(64, 128, 256, 512), blocks=(1, 1, 1, 1)):
+        return models["ResNet"](widths, blocks)
+
+    assert resnet10 is networks["resnet10"].build and "resnet10" in networks
+    params = {"ResNet-10": H.count_parameters(resnet10())}
+    table = H.network_table(networks, {"ResNet-10": {"arch": "resnet10"}}, params)
+    assert table.loc["ResNet-10"].to_dict() == {
+        "channels per layer": "64, 128, 256, 512", "blocks per layer": "1, 1, 1, 1",
+        "trainable params": f"{params['ResNet-10']:,}", "GFLOP per image": f"{H.flops_per_image(resnet10()) / 1e9:.2f}",
+        "under 5M": True}

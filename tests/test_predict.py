@@ -55,7 +55,7 @@ def test_both_layouts_give_the_same_csv_in_input_order_as_the_project_scores(hid
     assert csvs[2]["ID"].tolist() == [str(k) for k in range(IMAGES)]  # a bare array: its row numbers
     assert csvs[2]["Labels"].equals(csvs[0]["Labels"])
     # the project's own evaluation of the same weights and views, on the test set in its own order
-    model, summary = P.stored_model(ResultsStore(ROOT / "results"), P.DEFAULT_MODEL, H.notebook_namespace())
+    model, summary = P.stored_model(ResultsStore(ROOT / "results"), P.DEFAULT_MODEL, H.notebook_networks())
     engine = H.Engine.for_device("cpu")
     test = H.eval_batches((data.test[0][:IMAGES], data.test[1][:IMAGES]), data, engine.device)
     views = H.Recipe.of(summary["config"]).tta_views
@@ -96,7 +96,7 @@ def test_a_folder_of_images_is_read_in_natural_order_and_resized(raw, data, data
     printed = capsys.readouterr().out
     assert f"1 of {count + 1} images were not 32x32: resized to it" in printed
     assert "predicted with no test-time augmentation" in printed
-    model, _ = P.stored_model(ResultsStore(ROOT / "results"), P.DEFAULT_MODEL, H.notebook_namespace())
+    model, _ = P.stored_model(ResultsStore(ROOT / "results"), P.DEFAULT_MODEL, H.notebook_networks())
     engine = H.Engine.for_device("cpu")
     test = H.eval_batches((data.test[0][:count], data.test[1][:count]), data, engine.device)
     assert csv["Labels"].tolist()[:count] == H.predict(engine.prepare(model), test, engine).argmax(1).tolist()

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # the project's modules, and README's generator beside this file
 
 import helpers as H  # noqa: E402
-from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, NETWORKS, SEED_PREFIX,  # noqa: E402
+from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, SEED_PREFIX,  # noqa: E402
                                         SWEEP_PREFIX, TUNING)
 from cifar10_resnet import figures  # noqa: E402
 from cifar10_resnet import findings  # noqa: E402
@@ -39,7 +39,7 @@ PDF = ROOT / "documentation" / "paper.pdf"
 NOTEBOOK = ROOT / "mini_project.ipynb"     # its parameters (TARGET, REPOSITORY) and its networks
 PAGES = 4                                  # the course's limit, references included
 COLUMN = 3.3                               # inches: one column of the AAAI page (7.0 in, two columns 0.375 in apart)
-BUDGET = 5_000_000                         # trainable parameters: the course's limit
+BUDGET = H.BUDGET                          # trainable parameters: the course's limit
 EXPERIMENT_RUNS = [f"{MODEL_PREFIX}{k}" for k in range(1, 7)]
 # numbers the paper quotes from cited works (macro -> value, source): typed once, here, with their source
 CITED = {
@@ -74,7 +74,7 @@ def fail(message: str) -> None:
 
 class Runs:
     """What the paper reads from a results folder: the stored summaries, the six experiments' histories (their
-    jitter), the final model's tested seeds, the sweep, and the sizes of the splits."""
+    jitter), the final model's tested seeds, the sweep, the sizes of the splits, and the notebook's networks."""
 
     def __init__(self, results_dir: Path):
         self.store = ResultsStore(results_dir)
@@ -96,6 +96,7 @@ class Runs:
                                                   self.n_test, self.seeds)
         self.first = ResultsStore(Path(results_dir) / FIRST_SWEEP).summaries()
         self.results_dir = Path(results_dir)
+        self.networks = H.notebook_networks(NOTEBOOK)  # its registry: arch -> network and label
 
     def compare(self, a: str, b: str) -> str:
         """The notebook's `compare`: final validation accuracies and their difference, jitter counted."""
@@ -108,21 +109,20 @@ class Runs:
         return next(label for label, s in self.sweep.items() if recipe(s["config"]) == recipe(self.seeds[0]["config"]))
 
 
-def networks(final: dict) -> dict[str, object]:
-    """The notebook's networks, built from its `model` cells (the final one at its `final` configuration):
-    "arch" -> a builder."""
-    ns = H.notebook_namespace(NOTEBOOK, ("model",))
-    return {"resnet18": ns["resnet18"], "option1": ns["option1"], "option2": ns["option2"],
-            "fast_resnet": lambda: ns["fast_resnet"](final["widths"], final["blocks"])}
+def networks(registry, final: dict) -> dict:
+    """The untrained networks the paper counts, from the notebook's registry: arch -> network, for the reference,
+    the two options and the final model (at its configuration `final`)."""
+    configs = {arch: {"arch": arch} for arch in ("resnet18", "option1", "option2")} | {final["arch"]: final}
+    return {arch: registry.build(config) for arch, config in configs.items()}
 
 
 def numbers(runs: Runs, target: float) -> dict[str, str]:
     """Every number and verdict the prose states: macro name -> its text (plain; escaped when written)."""
     s, seeds = runs.summaries, runs.seeds
     final_config = seeds[0]["config"]
-    built = networks(final_config)
-    params = {arch: H.count_parameters(build()) for arch, build in built.items()}
-    gflop = {arch: H.flops_per_image(build()) / 1e9 for arch, build in built.items()}
+    built, final_arch = networks(runs.networks, final_config), final_config["arch"]
+    params = {arch: H.count_parameters(model) for arch, model in built.items()}
+    gflop = {arch: H.flops_per_image(model) / 1e9 for arch, model in built.items()}
     for run in [*(s[n] for n in EXPERIMENT_RUNS), seeds[0]]:  # the code counts what the runs stored
         if params[run["config"]["arch"]] != run["trainable_params"]:
             fail(f"{run['name']} stored {run['trainable_params']:,} parameters but the notebook's "
@@ -143,9 +143,9 @@ def numbers(runs: Runs, target: float) -> dict[str, str]:
         "Card": ", ".join(report.cards(s)), "Runs": f"{len(s)}",
         "Precision": ", ".join(sorted({r.get("precision", "not recorded") for r in s.values()})),
         "ParamsResNet": f"{params['resnet18']:,}", "ParamsOptionOne": f"{params['option1']:,}",
-        "ParamsOptionTwo": f"{params['option2']:,}", "ParamsFinal": f"{params['fast_resnet']:,}",
+        "ParamsOptionTwo": f"{params['option2']:,}", "ParamsFinal": f"{params[final_arch]:,}",
         "GflopResNet": f"{gflop['resnet18']:.2f}", "GflopOptionOne": f"{gflop['option1']:.2f}",
-        "GflopOptionTwo": f"{gflop['option2']:.2f}", "GflopFinal": f"{gflop['fast_resnet']:.2f}",
+        "GflopOptionTwo": f"{gflop['option2']:.2f}", "GflopFinal": f"{gflop[final_arch]:.2f}",
         "ParamRatio": f"{params['option2'] / params['option1']:.2f}",
         "FlopRatio": f"{gflop['option2'] / gflop['option1']:.2f}",
         "SamplingSE": f"{100 * H.standard_error(m6['final_val_acc'], runs.n_val):.2f}",
@@ -161,7 +161,7 @@ def numbers(runs: Runs, target: float) -> dict[str, str]:
         "JitterFive": f"{runs.dynamics.loc['model 5', report.JITTER]:.2f}",
         "JitterSix": f"{six_row[report.JITTER]:.2f}",
         "SixBestGap": f"{six_row['best val acc (%)'] - six_row['val acc (%)']:.2f}",
-        "FinalNetwork": NETWORKS.get(final_config["arch"], final_config["arch"]),
+        "FinalNetwork": runs.networks[final_arch].label,
         "FinalWidths": "-".join(map(str, final_config["widths"])),
         "FinalBlocks": "-".join(map(str, final_config["blocks"])), "FinalEpochs": f"{final_config['epochs']}",
         "FinalBatch": f"{final_config['batch_size']}", "FinalLR": f"{final_config['lr']}",
@@ -228,7 +228,8 @@ def models_table(runs: Runs, values: dict[str, str]) -> str:
     """Models 1-6 and the final model: network, recipe, parameters, GFLOP per image, time, validation and test
     accuracy with one SE each (`report.accuracy_summary`: sampling and jitter; the final model both errors)."""
     summary = runs.accuracies
-    cut = {"option1": ("Option 1", values["GflopOptionOne"]), "option2": ("Option 2", values["GflopOptionTwo"])}
+    cut = {arch: (runs.networks[arch].label, values[gflop])
+           for arch, gflop in (("option1", "GflopOptionOne"), ("option2", "GflopOptionTwo"))}
     rows = []
     for k, name in enumerate(EXPERIMENT_RUNS):
         s, acc = runs.summaries[name], summary.loc[name]

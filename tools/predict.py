@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.device == "cuda" and not torch.cuda.is_available():
             raise BadInput("--device cuda: this machine has no CUDA device; use --device cpu (or leave it out)")
         out = P.check_out(args.out, args.input)  # before anything is loaded: no prediction is thrown away
-        model, summary = P.stored_model(ResultsStore(args.results), args.model, H.notebook_namespace(P.NOTEBOOK))
+        model, summary = P.stored_model(ResultsStore(args.results), args.model, H.notebook_networks(P.NOTEBOOK))
         images = P.read_images(args.input)  # every check of the input before the data and the model are prepared
         stats = P.normalisation(summary, args.data_dir)  # as the run recorded them: no CIFAR-10 needed
         engine = H.Engine.for_device(args.device or H.pick_device())

@@ -5,6 +5,7 @@ Usage:   python3 tools/update_readme.py
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
 
 import helpers as H  # noqa: E402
-from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, NETWORKS, REFERENCE_RUN, ROUND3_PREFIX,  # noqa: E402
+from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, REFERENCE_RUN, ROUND3_PREFIX,  # noqa: E402
                          SEED_PREFIX, SWEEP_PREFIX, TUNING)
 from cifar10_resnet import report  # noqa: E402
 from cifar10_resnet.store import ResultsStore, upgraded  # noqa: E402
@@ -24,13 +25,19 @@ ORIGINAL_BAR = 90.0                     # %: the original project's test-accurac
 HEADLINE_FIGURE = "models 1-6 and final model accuracy.png"  # the figure README shows, from documentation/
 
 
+@functools.cache
+def network_labels() -> dict[str, str]:
+    """arch -> the name the tables give its network, from the notebook's registry (`NETWORKS`, in its model cells)."""
+    return H.notebook_networks(ROOT / "mini_project.ipynb").labels()
+
+
 def sweep_text(summaries: dict[str, dict], intro: str, outcome: str, test_images: int = H.TEST_IMAGES) -> list[str]:
     """The paragraphs for a store's tuning sweep: `intro` and the sweep table (when it has tuning runs), then
     `outcome` and the final model's line (when it has tested seeds, each on `test_images` test images)."""
     runs = report.sweep_runs(summaries, TUNING, SWEEP_PREFIX, BASE_LABEL)
     trials = report.trial_runs(summaries, ROUND3_PREFIX)
     seeds = [s for name, s in summaries.items() if name.startswith(SEED_PREFIX)]
-    line = report.final_model_line(seeds, NETWORKS, test_images) if seeds else None
+    line = report.final_model_line(seeds, network_labels(), test_images) if seeds else None
     return ([f"{intro}:\n\n{report.markdown_table(report.sweep_table(runs))}"] if runs else []) + (
         [f"Round 3, airbench's ingredients, each recipe with several seeds (validation only):\n\n"
          f"{report.markdown_table(report.trials_table(trials))}"] if trials else []) + (
@@ -69,7 +76,7 @@ def headline(results_dir: str | Path = "results", notebook: str | Path = "mini_p
     if tested:
         first, spread = tested[0], report.final_spread(tested, H.TEST_IMAGES)
         status = report.target_line(tested, target, H.TEST_IMAGES).split(": ", 1)[1]
-        rows.append(f"| Final model ({NETWORKS.get(first['config']['arch'], first['config']['arch'])}, "
+        rows.append(f"| Final model ({network_labels()[first['config']['arch']]}, "
                     f"{first['config']['epochs']} epochs) | this project's deliverable | "
                     f"{first['trainable_params']:,} | {report.spread_text(spread)} | {target:.0f}%: {status} |")
     else:
@@ -143,7 +150,7 @@ def readme_peers(folder: str | Path = "benchmarks/results", results_dir: str | P
     for path in files:
         card = json.loads(path.with_suffix(".json").read_text())["device"]
         ours = [s for s in seeds if s["device"] == card]
-        line = report.final_model_line(ours, NETWORKS, H.TEST_IMAGES) if ours else None
+        line = report.final_model_line(ours, network_labels(), H.TEST_IMAGES) if ours else None
         parts.append(path.read_text().replace("# Peer on", "#### Peer on").strip() + "\n\n" +
                      (f"This project on the same card: {line}." if line else
                       "This project's final model has not run on this card."))
