@@ -50,7 +50,6 @@ NAIVE_WARMUP_BATCHES = 2  # eager fp32 has nothing to compile: two batches cover
 # have no bf16 (the engine uses fp16 there), so their fp16 peak stands in. \b keeps "L4" from matching "L40S".
 PEAKS = [("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0), ("L4", 121.0),
          ("T4", 65.0), ("V100", 125.0), ("A10G", 70.0)]
-NAMES = {"option1": "Option 1", "option2": "Option 2", "resnet18": "ResNet-18"}
 
 
 def peak_tflops(device):
@@ -181,6 +180,10 @@ def main():
     p.add_argument("--models", default="option1,option2,resnet18")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
+    networks = helpers.notebook_networks(ROOT / "mini_project.ipynb")  # the notebook's registry: arch -> builder
+    unknown = [key for key in args.models.split(",") if key not in networks]
+    if unknown:
+        p.error(f"--models: {', '.join(unknown)} names no network; the registered ones: {', '.join(networks.labels())}")
 
     device = helpers.pick_device()
     name, peak = helpers.device_name(device), peak_tflops(device)
@@ -189,13 +192,12 @@ def main():
     train_x, train_y, _, _ = helpers.split_train_val(raw["train_x"], raw["train_y"], 5000, seed=0)
     mean, std = helpers.channel_stats(train_x)
     x, y = train_x[:args.images], train_y[:args.images]
-    ns = helpers.notebook_namespace(ROOT / "mini_project.ipynb")  # the architectures live only in the notebook
     print(f"{name} | torch {torch.__version__} | {len(x)} images x {args.epochs} timed epoch(s) | "
           f"batch {BATCH} | workers {args.workers} | compile {args.compile}")
 
     rows = []
     for key in args.models.split(","):
-        build = ns[key]
+        build = networks.builder({"arch": key})
         timed = {}
         for label, graphs, whole_epoch, precision in VARIANTS:
             helpers.set_seed(0)
@@ -209,7 +211,7 @@ def main():
         e_ips, n_ips = ran[best]["img/s"], naive["images"] / naive["seconds"]
         tflops = flops * e_ips / 1e12
         rows.append({
-            "model": NAMES.get(key, key), "params": helpers.count_parameters(build()),
+            "model": networks[key].label, "params": helpers.count_parameters(build()),
             **{f"{label} img/s": t["img/s"] if t else None for label, t in timed.items()},
             "replay-only img/s": (timed["graph"] or {}).get("replay img/s"),
             "naive img/s": n_ips, "fastest": best, "speed-up": e_ips / n_ips,

@@ -1,13 +1,16 @@
 """The training engine: the fast path computes what a plain fp32 step computes, the per-epoch numbers are
 right, and training on real data learns. (The results store is tested in test_store.py.)"""
 import copy
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import helpers as H
-from conftest import a_recipe, one_epoch
+from conftest import ROOT, a_recipe, one_epoch
 
 
 def plain_batches(x, y, mean, std, batch_size):
@@ -102,3 +105,18 @@ def test_training_on_real_data_learns(models, data):
     history = H.fit(models["option1"](), train, val, H.Recipe.of(config), engine).history
     assert history[-1]["val_acc"] >= 0.35, history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_the_speed_benchmark_runs_the_engines_step_and_names_an_unknown_network(data_dir, tmp_path):
+    """benchmarks/train_speed.py, the GPU lease's first benchmark, runs its eager path here (the step from
+    `make_step`, the network from the notebook's registry) and refuses a network the registry lacks."""
+    command = [sys.executable, "benchmarks/train_speed.py", "--data-dir", str(data_dir), "--images", "256",
+               "--epochs", "1", "--workers", "0", "--out", str(tmp_path)]
+    run = subprocess.run([*command, "--models", "option1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    (written,) = tmp_path.glob("train_speed_*.json")
+    (row,) = json.loads(written.read_text())["rows"]
+    assert row["model"] == "Option 1" and row["params"] == 2_797_610 and row["eager img/s"] > 0
+    refused = subprocess.run([*command, "--models", "option1,resnet10"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2  # argparse's usage error, before any data is read
+    assert "--models: resnet10 names no network; the registered ones: air_resnet, resnet18" in refused.stderr
