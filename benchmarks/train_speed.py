@@ -91,7 +91,8 @@ def bench_engine(build, x, y, mean, std, device, args, variant=(False, False, No
     start = clock(device)
     module.train()
     recipe = helpers.Recipe.of({"epochs": args.epochs, "lr": LR, "batch_size": BATCH, "seed": 0, "momentum": MOMENTUM})
-    step = helpers.make_step(module, optimizer, engine.scaler(), recipe, engine, batches)  # eager, or a checked CUDA graph
+    # eager, or a checked CUDA graph
+    step = helpers.make_step(module, optimizer, engine.scaler(), recipe, engine, batches)
     captured, kind = step.graph, step.kind
     epoch(step, batches)
     warmup = clock(device) - start

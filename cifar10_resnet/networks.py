@@ -190,7 +190,8 @@ def network_table(networks: Registry, configs: dict[str, dict], params: dict[str
     rows = {}
     for label, config in configs.items():
         sizes = networks[config["arch"]].sizes() | given_sizes(config)
-        rows[label] = {"channels per layer": listed(sizes.get("widths")), "blocks per layer": listed(sizes.get("blocks")),
+        rows[label] = {"channels per layer": listed(sizes.get("widths")),
+                       "blocks per layer": listed(sizes.get("blocks")),
                        "trainable params": f"{params[label]:,}",
                        "GFLOP per image": f"{flops_per_image(networks.build(config)) / 1e9:.2f}",
                        "under 5M": params[label] < BUDGET}

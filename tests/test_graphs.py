@@ -104,7 +104,8 @@ def test_static_buffer_epoch_equals_the_eager_epoch(data):
         scheduler = H.make_scheduler(optimizer, "onecycle", 1, 5, warmup=0.2)
         ema = H.ModelEMA(model, decay=0.9, every=1)
         batches = batches_of(data, 7 * 64 + 40, 64)
-        step, sums, captured = H.EagerStep(model, optimizer, engine.scaler(), engine, a_recipe(label_smoothing=0.1)), H.EpochSums("cpu"), None
+        step = H.EagerStep(model, optimizer, engine.scaler(), engine, a_recipe(label_smoothing=0.1))
+        sums, captured = H.EpochSums("cpu"), None
         if name == "static":
             before = [t.clone() for t in model.state_dict().values()]
             captured, kind = cuda_graph.checked_capture(step, sums, batches.fixed_batches(6), capture=False)
@@ -181,8 +182,8 @@ def test_static_step_returns_a_detached_loss(data):
     model = tiny_net()
     optimizer = engine.optimizer(model.parameters(), lr=0.05, momentum=0.9)
     batches = batches_of(data, 512, 64)
-    captured = cuda_graph.CapturedStep(H.EagerStep(model, optimizer, engine.scaler(), engine, a_recipe()), H.EpochSums("cpu"),
-                                       batches.fixed_batches(1), capture=False)
+    step = H.EagerStep(model, optimizer, engine.scaler(), engine, a_recipe())
+    captured = cuda_graph.CapturedStep(step, H.EpochSums("cpu"), batches.fixed_batches(1), capture=False)
     loss = captured(*batches.fixed_batches(1)[0])
     assert torch.isfinite(loss) and not loss.requires_grad and loss.grad_fn is None
 

@@ -7,6 +7,7 @@ import torch
 
 import helpers as H
 from cifar10_resnet.checks import BadInput
+from cifar10_resnet.store import ResultsStore
 from conftest import ROOT
 
 
@@ -78,15 +79,13 @@ def test_the_registry_holds_every_network_a_stored_run_names(models):
     networks, archs = models["NETWORKS"], set()
     assert set(networks.labels()) >= {"resnet18", "option1", "option2", "fast_resnet", "air_resnet"}
     built: dict[str, int] = {}
-    for path in sorted((ROOT / "results").rglob("*.json")):
-        summary = json.loads(path.read_text())
-        config = summary.get("config") if isinstance(summary, dict) else None
-        if not config or "trainable_params" not in summary:
-            continue
+    stores = [ROOT / "results", *sorted(p for p in (ROOT / "results").iterdir() if p.is_dir())]
+    for name, summary in ((n, s) for folder in stores for n, s in ResultsStore(folder).summaries().items()):
+        config = summary["config"]
         key = json.dumps({k: config.get(k) for k in ("arch", "widths", "blocks")}, sort_keys=True)
         if key not in built:
-            built[key] = H.count_parameters(networks.build(config, path.stem))
-        assert built[key] == summary["trainable_params"], path
+            built[key] = H.count_parameters(networks.build(config, name))
+        assert built[key] == summary["trainable_params"], name
         archs.add(config["arch"])
     assert archs >= {"option1", "option2", "fast_resnet"}  # the six experiments and the final model's runs
 

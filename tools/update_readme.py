@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at the repository root, one level above this file
 
 import helpers as H  # noqa: E402
-from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, REFERENCE_RUN, ROUND3_PREFIX,  # noqa: E402
-                         SEED_PREFIX, SWEEP_PREFIX, TUNING)
+from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, MODEL_PREFIX, REFERENCE_RUN,  # noqa: E402
+                                        ROUND3_PREFIX, SEED_PREFIX, SWEEP_PREFIX, TUNING)
 from cifar10_resnet import report  # noqa: E402
 from cifar10_resnet.store import ResultsStore, upgraded  # noqa: E402
 
