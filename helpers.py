@@ -30,9 +30,10 @@ require_torch(torch.__version__)  # one line naming the version, before anything
 
 # the recipe and the data
 from cifar10_resnet.recipe import DEFAULTS, KNOWN, Recipe, check_config, check_keys  # noqa: E402
-from cifar10_resnet.data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, TEST_IMAGES, Augmentation, Batches, Data,  # noqa: E402
-                  Normalisation, channel_stats, crop_flip, cutout, eval_batches, load_cifar10, prepare_data, read_batch,
-                  split_train_val, training_batches)
+from cifar10_resnet.data import (CIFAR_FOLDER, CLASSES, EVAL_BATCH, QUICK_SUBSET, TEST_IMAGES,  # noqa: E402
+                                 Augmentation, Batches, Data, Normalisation, channel_stats, crop_flip, cutout,
+                                 eval_batches, load_cifar10, prepare_data, read_batch, split_train_val,
+                                 training_batches)
 # the networks: registered by name, counted
 from cifar10_resnet.networks import (BUDGET, Registry, count_parameters, fit_to_data, flops_per_image,  # noqa: E402
                                      network_table, notebook_namespace, notebook_networks, registry,
@@ -44,11 +45,13 @@ from cifar10_resnet.step import EagerStep, EpochSums, Step, make_step, training_
 from cifar10_resnet.averages import Lookahead, ModelEMA  # noqa: E402
 from cifar10_resnet.checkpoints import joined_kind  # noqa: E402
 from cifar10_resnet.training import FitResult, Progress, fit, make_scheduler, parameter_groups  # noqa: E402
-from cifar10_resnet.evaluation import TTA_WEIGHTS, confusion_matrix, evaluate, evaluate_recipe, predict, tta_views  # noqa: E402
+from cifar10_resnet.evaluation import (TTA_WEIGHTS, confusion_matrix, evaluate, evaluate_recipe,  # noqa: E402
+                                       predict, tta_views)
 # experiments, and the choices between them
-from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, REFERENCE_RUN, SEED_PREFIX, SWEEP_PREFIX,  # noqa: E402
-                         TUNING, WHITENING_IMAGES, Protocol, result_line, run_experiment, seed_name)
-from cifar10_resnet.choices import (NOISE, best_by_validation, choose_by_mean, choose_recipe, combine_changes,  # noqa: E402
-                     difference_error, is_diverged, learning_rate_on_validation, recipe_score, seed_spread,
-                     standard_error, validation_score, verdict)
+from cifar10_resnet.experiments import (BASE_LABEL, FIRST_SWEEP, REFERENCE_RUN, SEED_PREFIX,  # noqa: E402
+                                        SWEEP_PREFIX, TUNING, WHITENING_IMAGES, Protocol, result_line, run_experiment,
+                                        seed_name)
+from cifar10_resnet.choices import (NOISE, best_by_validation, choose_by_mean, choose_recipe,  # noqa: E402
+                                    combine_changes, difference_error, is_diverged, learning_rate_on_validation,
+                                    recipe_score, seed_spread, standard_error, validation_score, verdict)
 from cifar10_resnet.text import count_text, format_duration, wrapped  # noqa: E402

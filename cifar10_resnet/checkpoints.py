@@ -42,7 +42,7 @@ def write_checkpoint(path: Path, parts: dict, history: list[dict], seconds: floa
     atomic_write(path, lambda target: torch.save(saved, target))
 
 
-def load_parts(saved: dict, parts: dict, engine: "Engine") -> None:
+def load_parts(saved: dict, parts: dict, engine: Engine) -> None:
     """Load each of `parts` from `saved` in place (a scaler saved empty, by a run without one, is left fresh)."""
     for name, part in parts.items():
         if part is not None and (name != "scaler" or saved[name]):
@@ -50,7 +50,7 @@ def load_parts(saved: dict, parts: dict, engine: "Engine") -> None:
     engine.lr_on_device(parts["optimizer"])  # load_state_dict brings back a CPU tensor
 
 
-def resume(checkpoint: Path | None, parts: dict, engine: "Engine") -> tuple[list[dict], float, str | None]:
+def resume(checkpoint: Path | None, parts: dict, engine: Engine) -> tuple[list[dict], float, str | None]:
     """(history, training seconds, step kind) of the run that `checkpoint` holds, its state loaded into `parts`;
     ([], 0.0, None) without one. A checkpoint that does not fit (another model, an older layout) is moved aside
     with a warning and `parts` are put back as they were. One of another precision resumes."""
@@ -71,6 +71,7 @@ def resume(checkpoint: Path | None, parts: dict, engine: "Engine") -> tuple[list
                else f" (written in {before}, continuing in {engine.precision}{fresh_scaler})")
     print(f"resumed from {checkpoint} after epoch {len(saved['history'])}{changed}")
     return saved["history"], saved["seconds"], saved.get("step_kind")
+
 
 def joined_kind(before: str | None, now: str, training: bool) -> str:
     """The step kind of a run that may have been resumed: `before` is what its checkpoint recorded, `now` this

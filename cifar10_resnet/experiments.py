@@ -20,12 +20,12 @@ import torch.nn as nn
 from .checks import writable_folder
 from .choices import diverged_epoch
 from .data import Batches, Data, Normalisation, eval_batches, training_batches
+from .engine import Engine, device_name, set_seed
 from .evaluation import evaluate_recipe
 from .networks import count_parameters, fit_to_data, unwrap
 from .recipe import Recipe
 from .store import ResultsStore, config_hash, load_weights, save_weights
 from .text import format_epoch, log_line, wrapped
-from .engine import Engine, device_name, set_seed
 from .training import FitResult, Progress, fit
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from typing import Callable, NamedTuple
 import torch.nn as nn
 
 from .data import Data, training_batches
+from .engine import Engine, device_name
 from .recipe import Recipe, check_keys
 from .store import ResultsStore
 from .text import count_text, format_duration
-from .engine import Engine, device_name
 from .training import Progress, fit
 
 SILENT = Progress(label=None, log_every=0)  # the probe prints nothing

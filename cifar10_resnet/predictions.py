@@ -26,15 +26,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data import CLASSES, EVAL_BATCH, Batches, Data, Normalisation, prepare_data
-from .evaluation import predict
-from .recipe import Recipe
-from .text import wrapped
-from .engine import Engine, device_name
 from . import safe_pickle
 from .checks import BadInput
+from .data import CLASSES, EVAL_BATCH, Batches, Data, Normalisation, prepare_data
+from .engine import Engine, device_name
+from .evaluation import predict
 from .networks import Registry
+from .recipe import Recipe
 from .store import ResultsStore, atomic_write, load_weights
+from .text import wrapped
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "mini_project.ipynb"  # the repository's root, above the package
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .choices import (NOISE, SeedSpread, difference_error, diverged_epoch, is_diverged, mean_and_std, seed_spread,
-                     standard_error, validation_score, verdict)
+                      standard_error, validation_score, verdict)
 from .data import CLASSES
 from .networks import count_parameters
 from .store import ResultsStore

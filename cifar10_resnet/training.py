@@ -97,7 +97,7 @@ class Progress:
     checkpoint_seconds: float = 20.0
     on_epoch_end: Callable[[int], None] | None = None
 
-    def start(self, epochs: int, images: int, engine: "Engine", kind: str) -> None:
+    def start(self, epochs: int, images: int, engine: Engine, kind: str) -> None:
         """The run's first line: what this session trains (nothing when `epochs` is 0), how and where."""
         if self.label is not None and epochs:
             print(wrapped(f"{self.label}: {count_text(epochs, 'epoch')} x {images:,} images, {engine.precision}, "

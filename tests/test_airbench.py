@@ -1,5 +1,5 @@
-"""airbench's ingredients as recipe options (helpers) and its network (AirResNet, cifar10_resnet/air_resnet.py): each does
-what its paper says, and a recipe that leaves them out trains exactly as before."""
+"""airbench's ingredients as recipe options (helpers) and its network (AirResNet, cifar10_resnet/air_resnet.py): each
+does what its paper says, and a recipe that leaves them out trains exactly as before."""
 import dataclasses
 import importlib.util
 import math

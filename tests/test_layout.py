@@ -17,7 +17,8 @@ PACKAGE = "cifar10_resnet"  # the engine, one folder below the deliverable
 # each module and the project modules it may import: a DAG with the training loop (training) below the runner; the
 # package's modules import only one another, and tools/, benchmarks/ and tests/ sit above the package
 ALLOWED = {"checks": set(), "safe_pickle": {"checks"}, "text": set(), "choices": set(), "recipe": {"checks"},
-           "networks": {"air_resnet", "checks"}, "store": {"checks", "networks"}, "cuda_graph": set(), "air_resnet": set(),
+           "networks": {"air_resnet", "checks"}, "store": {"checks", "networks"}, "cuda_graph": set(),
+           "air_resnet": set(),
            "data": {"checks", "recipe", "safe_pickle", "text"}, "evaluation": {"data", "recipe"},
            "engine": set(), "step": {"cuda_graph", "data", "engine", "recipe"},
            "averages": {"checks", "networks", "recipe"}, "checkpoints": {"engine", "store"},
@@ -37,7 +38,8 @@ ALLOWED = {"checks": set(), "safe_pickle": {"checks"}, "text": set(), "choices":
            "tools/predict": {"checks", "helpers", "predictions", "store"},
            "benchmarks/round3": {"experiments", "helpers"}}
 PACKAGED = [m for m in ALLOWED if "/" not in m and m != "helpers"]  # the modules inside the package
-TRAINING_CODE = ("training", "step", "averages", "checkpoints", "experiments", "evaluation", "cuda_graph")  # what report never loads
+# what report never loads
+TRAINING_CODE = ("training", "step", "averages", "checkpoints", "experiments", "evaluation", "cuda_graph")
 MODULES = [m for m in ALLOWED if "/" not in m] + ["benchmarks/exploration", "benchmarks/train_speed"]
 ABOVE = ("tools", "benchmarks", "tests", "conftest", "round3", "update_readme")  # what the package never imports
 
@@ -139,8 +141,8 @@ def test_torch_older_than_the_floor_stops_at_import_with_one_line():
     ran = subprocess.run([sys.executable, "-c", fake], cwd=ROOT, capture_output=True, text=True)
     assert ran.returncode == 1
     assert ran.stderr.strip().splitlines()[-1] == (
-        "cifar10_resnet.checks.TorchTooOld: torch 2.3.1+cu121 found; this project needs torch >= 2.4 (with torchvision >= 0.19): "
-        "pip install -U 'torch>=2.4' 'torchvision>=0.19'")
+        "cifar10_resnet.checks.TorchTooOld: torch 2.3.1+cu121 found; this project needs torch >= 2.4 "
+        "(with torchvision >= 0.19): pip install -U 'torch>=2.4' 'torchvision>=0.19'")
     for version in ("2.4.0", "2.4.1+cu121", "2.14.1+cu130", "3.0.0"):
         checks.require_torch(version)  # no error
     with pytest.raises(checks.TorchTooOld, match=r"torch 1\.13\.1 found"):
